@@ -1,0 +1,7 @@
+"""``python -m MedSAMSlicerLib`` runs the ``medsam-slicer`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

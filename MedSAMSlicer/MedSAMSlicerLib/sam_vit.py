@@ -1,0 +1,41 @@
+"""The original SAM (ViT-B/L/H) as ``SamPredictor`` runs it, for comparison with MedSAM.
+
+Unlike MedSAM, SAM resizes the longest side to 1024 (keeping the aspect ratio), normalises
+with ImageNet mean/std, pads to 1024x1024, and thresholds logits at 0. This uses
+segment-anything's own transforms so the masks are those of ``SamPredictor``.
+"""
+
+from typing import Tuple
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .slice_model import SliceModel
+
+
+class SamVitSliceModel(SliceModel):
+    input_size = 1024
+
+    def __init__(self, model_id: str, sam: Sam, device: torch.device, fingerprint: str):
+        super().__init__(model_id, sam.image_encoder, sam.prompt_encoder, sam.mask_decoder, device, fingerprint)
+        self.sam = sam.to(self.device).eval()
+        self.transform = ResizeLongestSide(self.input_size)
+
+    def prepare(self, slice_u8: np.ndarray) -> np.ndarray:
+        rgb = np.repeat(slice_u8[:, :, None], 3, axis=2)
+        resized = torch.as_tensor(self.transform.apply_image(rgb)).permute(2, 0, 1).float()
+        mean, std = self.sam.pixel_mean.cpu(), self.sam.pixel_std.cpu()
+        normalised = (resized - mean) / std
+        padded = torch.zeros((3, self.input_size, self.input_size))
+        padded[:, :normalised.shape[1], :normalised.shape[2]] = normalised
+        return padded.numpy()
+
+    def model_boxes(self, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        return self.transform.apply_boxes(boxes, tuple(slice_shape))
+
+    def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
+        input_size = self.transform.get_preprocess_shape(slice_shape[0], slice_shape[1], self.input_size)
+        masks = self.sam.postprocess_masks(logits, input_size, tuple(slice_shape))
+        return masks[:, 0] > self.sam.mask_threshold

@@ -1,0 +1,76 @@
+"""A CT-like phantom with a known lesion, and RECIST markers drawn on it, for demos, tests and benchmarks.
+
+The volume is soft tissue (about 40 HU) with noise inside an elliptic body surrounded by air, and
+an enhancing ellipsoidal lesion (about 140 HU). Spacing is anisotropic and the direction is an
+LPS flip, as in many clinical files, so geometry mistakes show. Every answer is known: the
+lesion mask is the truth, and the RECIST markers are the axes of the lesion's cross-sections.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+
+from .geometry import ImageGeometry
+from .prompts import PromptSet, RecistPrompt
+
+
+@dataclass
+class Phantom:
+    image: np.ndarray  # [k, j, i] int16, HU
+    truth: np.ndarray  # [k, j, i] bool, the lesion
+    geometry: ImageGeometry
+    centre: Tuple[float, float, float]  # lesion centre, voxels (i, j, k)
+    radii: Tuple[float, float, float]  # lesion semi-axes, voxels (i, j, k)
+
+
+def make_phantom(size: Tuple[int, int, int] = (128, 112, 40), spacing=(0.8, 0.9, 2.5),
+                 radii_mm=(22.0, 15.0, 40.0), seed: int = 0) -> Phantom:
+    """A phantom of ``size`` voxels (i, j, k) with the lesion centred slightly off the middle."""
+    rng = np.random.default_rng(seed)
+    ni, nj, nk = size
+    k, j, i = np.meshgrid(np.arange(nk), np.arange(nj), np.arange(ni), indexing="ij")
+    body = ((i - ni / 2) / (0.45 * ni)) ** 2 + ((j - nj / 2) / (0.42 * nj)) ** 2 <= 1
+    centre = (ni * 0.55, nj * 0.45, (nk - 1) / 2)
+    radii = tuple(r / s for r, s in zip(radii_mm, spacing))
+    truth = sum(((c - m) / r) ** 2 for c, m, r in zip((i, j, k), centre, radii)) <= 1
+    image = np.where(body, 40.0, -1000.0) + np.where(truth, 100.0, 0.0)
+    image += rng.normal(0, 12, image.shape) * body
+    geometry = ImageGeometry(size=tuple(size), spacing=tuple(spacing), origin=(60.0, 45.0, -50.0),
+                             direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    return Phantom(np.round(image).astype(np.int16), truth, geometry, centre, radii)
+
+
+def recist_prompts(phantom: Phantom, every: int = 5, label: int = 1) -> PromptSet:
+    """RECIST markers (long and short axis of the lesion's cross-section) on every ``every``-th lesion slice, along K."""
+    ci, cj, ck = phantom.centre
+    ri, rj, rk = phantom.radii
+    occupied = [k for k in range(phantom.truth.shape[0]) if phantom.truth[k].any()]
+    keys = occupied[::every]
+    if keys[-1] != occupied[-1]:
+        keys.append(occupied[-1])
+    prompts = []
+    for k in keys:
+        scale = np.sqrt(max(0.0, 1 - ((k - ck) / rk) ** 2))
+        a, b = ri * scale, rj * scale
+        horizontal = ((ci - a, cj), (ci + a, cj))
+        vertical = ((ci, cj - b), (ci, cj + b))
+        long_axis, short_axis = (horizontal, vertical) if a >= b else (vertical, horizontal)
+        prompts.append(RecistPrompt(k, long_axis, short_axis, label, f"phantom RECIST on slice {k}"))
+    return PromptSet(prompts, axis=2)
+
+
+def write_sample(directory: Union[str, Path], every: int = 5) -> Tuple[Path, Path, Path]:
+    """Write ``phantom.nrrd``, ``truth.nrrd`` and ``prompts.json`` into ``directory``; returns their paths."""
+    from .image_io import write_image
+    from .prompt_file import write_prompt_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    phantom = make_phantom()
+    paths = directory / "phantom.nrrd", directory / "truth.nrrd", directory / "prompts.json"
+    write_image(paths[0], phantom.image, phantom.geometry)
+    write_image(paths[1], phantom.truth.astype(np.uint8), phantom.geometry)
+    write_prompt_file(paths[2], recist_prompts(phantom, every))
+    return paths

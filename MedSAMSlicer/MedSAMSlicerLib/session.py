@@ -1,0 +1,131 @@
+"""A volume prepared for one model: prompts in, masks out, embeddings reused across prompts.
+
+``SegmentationSession`` is ``SamPredictor`` stretched across the slices of a volume: the volume
+is normalised once, each slice's embedding is computed once by the background
+``EmbeddingWorker`` and cached, and every prompt is then a cheap decode. The Slicer module keeps
+one session per (volume, model, intensity settings); the command line uses one per image.
+"""
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .embedding_cache import EmbeddingCache, image_identity
+from .embedding_worker import EmbeddingWorker
+from .geometry import check_axis, plane_shape, slice_count, slice_indexer
+from .intensity import IntensitySettings, normalize_volume
+from .interpolation import interpolate_boxes
+from .prompts import PromptSet, clip_box
+from .slice_model import SliceModel
+from .slice_source import SliceSource
+
+SliceProgress = Callable[[int, int], None]  # (slices done, slices planned)
+
+#: margin (px) added around the previous slice's mask when propagating beyond the annotated range
+PROPAGATION_MARGIN_PX = 5.0
+
+
+@dataclass
+class LabelMask:
+    """The segmentation of one target (label) in ``[k, j, i]`` order, and the slices that were segmented."""
+
+    label: int
+    mask: np.ndarray
+    slices: List[int] = field(default_factory=list)
+
+
+class SegmentationSession:
+    def __init__(self, volume: np.ndarray, model: SliceModel, intensity: IntensitySettings,
+                 cache: Optional[EmbeddingCache] = None, worker: Optional[EmbeddingWorker] = None):
+        if volume.ndim != 3:
+            raise ValueError(f"expected a [k, j, i] volume, got shape {volume.shape}")
+        self.model = model
+        self.intensity = intensity
+        self.shape = tuple(volume.shape)
+        self.image_id = image_identity(volume)
+        self.volume_u8 = normalize_volume(volume, intensity)
+        self.cache = cache if cache is not None else (worker.cache if worker is not None else EmbeddingCache())
+        self._owns_worker = worker is None
+        self.worker = worker if worker is not None else EmbeddingWorker(model, self.cache)
+        self._sources: Dict[int, SliceSource] = {}
+
+    def source(self, axis: int) -> SliceSource:
+        axis = check_axis(axis)
+        if axis not in self._sources:
+            self._sources[axis] = SliceSource(self.volume_u8, axis, self.image_id, self.intensity.key)
+        return self._sources[axis]
+
+    def prefetch(self, indices: Sequence[int], axis: int = 2, priority: float = 0) -> Dict[int, Future]:
+        """Queue embeddings in the background; returns their futures."""
+        return self.worker.request(self.source(axis), indices, priority)
+
+    def embedding(self, index: int, axis: int = 2) -> torch.Tensor:
+        """The slice's embedding: from the cache, else encoded ahead of everything queued."""
+        return self.worker.request(self.source(axis), [index], priority=float("-inf"))[index].result()
+
+    def segment_slice(self, index: int, boxes: Sequence[np.ndarray], axis: int = 2,
+                      embedding: Optional[torch.Tensor] = None) -> np.ndarray:
+        """The union of the masks of ``boxes`` (slice pixels, ``(x0, y0, x1, y1)``) on one slice, ``(H, W)`` bool."""
+        if embedding is None:
+            embedding = self.embedding(index, axis)
+        masks = self.model.decode(embedding, np.asarray(boxes, dtype=float), plane_shape(self.shape, axis))
+        return masks.any(axis=0)
+
+    def segment(self, prompts: PromptSet, propagate: int = 0,
+                progress: Optional[SliceProgress] = None) -> Dict[int, LabelMask]:
+        """Segment every target of ``prompts`` across its annotated range (and ``propagate`` slices beyond it)."""
+        axis = prompts.axis
+        plans = {label: interpolate_boxes(boxes) for label, boxes in prompts.key_boxes(self.shape).items()}
+        wanted = sorted({index for plan in plans.values() for index in plan})
+        futures = self.prefetch(wanted, axis, priority=0)
+        total, done = sum(len(plan) for plan in plans.values()), 0
+        results: Dict[int, LabelMask] = {}
+        for label, plan in plans.items():
+            result = results[label] = LabelMask(label, np.zeros(self.shape, dtype=bool))
+            for index, boxes in plan.items():
+                self._write(result, axis, index, self.segment_slice(index, boxes, axis, futures[index].result()))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            if propagate > 0:
+                self._propagate(result, axis, min(plan), -1, propagate)
+                self._propagate(result, axis, max(plan), +1, propagate)
+            result.slices.sort()
+        return results
+
+    def close(self) -> None:
+        if self._owns_worker:
+            self.worker.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _write(self, result: LabelMask, axis: int, index: int, mask: np.ndarray) -> None:
+        result.mask[slice_indexer(axis, index)] |= mask
+        result.slices.append(index)
+
+    def _propagate(self, result: LabelMask, axis: int, start: int, step: int, limit: int) -> None:
+        """Extend ``result`` slice by slice from ``start``, prompting with the previous mask's box plus a margin."""
+        height, width = plane_shape(self.shape, axis)
+        count = slice_count(self.shape, axis)
+        previous = result.mask[slice_indexer(axis, start)]
+        for index in range(start + step, start + step * (limit + 1), step):
+            if not 0 <= index < count or not previous.any():
+                return
+            ys, xs = np.nonzero(previous)
+            box = np.array([xs.min() - PROPAGATION_MARGIN_PX, ys.min() - PROPAGATION_MARGIN_PX,
+                            xs.max() + PROPAGATION_MARGIN_PX, ys.max() + PROPAGATION_MARGIN_PX])
+            # look one slice ahead so the next embedding is encoding while this one decodes
+            if 0 <= index + step < count:
+                self.prefetch([index + step], axis, priority=1)
+            mask = self.segment_slice(index, [clip_box(box, height, width, f"propagated box on slice {index}")], axis)
+            if not mask.any():
+                return
+            self._write(result, axis, index, mask)
+            previous = mask
