@@ -3,10 +3,11 @@
 CT: clip to the window [L - W/2, L + W/2], min-max rescale the clipped volume to 0-255.
 Other modalities: clip to the 0.5th/99.5th percentiles of the strictly positive voxels,
 min-max rescale to 0-255, voxels that were zero stay zero. Then a truncating cast to uint8.
-The caller's array is never modified; the float work is done slab by slab in float64 (as the
-reference does) so that a 512x512x300 CT never needs a full float64 copy.
+The caller's array is never modified; the float work is done slab by slab, in the dtype the
+reference computes in, so that a 512x512x300 CT never needs a full float64 copy.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -37,8 +38,8 @@ class IntensitySettings:
     def __post_init__(self):
         if self.mode not in ("window", "percentile"):
             raise SettingsError(f"intensity mode {self.mode!r} is not 'window' or 'percentile'")
-        if self.mode == "window" and not self.width > 0:
-            raise SettingsError(f"window width must be positive, got {self.width}")
+        if self.mode == "window" and not (math.isfinite(self.width) and self.width > 0 and math.isfinite(self.level)):
+            raise SettingsError(f"window width must be a positive number and level a finite one, got W={self.width}, L={self.level}")
         if self.mode == "percentile" and not 0 <= self.lower_percentile < self.upper_percentile <= 100:
             raise SettingsError(
                 f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower_percentile}, {self.upper_percentile}")
@@ -105,18 +106,23 @@ def normalize_volume(image: np.ndarray, settings: IntensitySettings) -> np.ndarr
         positive = image[image > 0]
         if positive.size == 0:
             return np.zeros(image.shape, dtype=np.uint8)
-        lower, upper = np.percentile(positive, [settings.lower_percentile, settings.upper_percentile])
-    # min and max of the clipped volume, without clipping the whole volume first
-    clipped_min = float(np.clip(np.min(image), lower, upper))
-    clipped_max = float(np.clip(np.max(image), lower, upper))
+        lower = np.percentile(positive, settings.lower_percentile)
+        upper = np.percentile(positive, settings.upper_percentile)
+    # The reference's arithmetic runs in the dtype np.clip gives (float32 for float32 images, else
+    # float64); using the same dtype and order of operations makes every voxel round the same way.
+    dtype = np.clip(image.reshape(-1)[:1], lower, upper).dtype
+    clipped_min = np.clip(np.min(image), lower, upper).astype(dtype)
+    clipped_max = np.clip(np.max(image), lower, upper).astype(dtype)
     span = clipped_max - clipped_min
 
     out = np.empty(image.shape, dtype=np.uint8)
     flat_in, flat_out = image.reshape(-1), out.reshape(-1)
     for start in range(0, flat_in.size, _SLAB_VOXELS):
-        slab = flat_in[start:start + _SLAB_VOXELS].astype(np.float64)
-        # the reference's own order of operations, so every voxel rounds the same way
-        values = (np.clip(slab, lower, upper) - clipped_min) / span * 255.0 if span > 0 else np.zeros_like(slab)
+        slab = flat_in[start:start + _SLAB_VOXELS]
+        if span > 0:
+            values = (np.clip(slab, lower, upper) - clipped_min) / span * 255.0
+        else:
+            values = np.zeros(slab.shape, dtype=dtype)
         if settings.mode == "percentile":
             values[slab == 0] = 0
         flat_out[start:start + _SLAB_VOXELS] = values.astype(np.uint8)

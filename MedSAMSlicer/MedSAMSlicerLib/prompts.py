@@ -31,6 +31,8 @@ class BoxPrompt:
 
     def raw_box(self) -> np.ndarray:
         box = np.asarray(self.box, dtype=float)
+        if box.shape != (4,) or not np.all(np.isfinite(box)):
+            raise PromptError(f"{self.name}: box must be 4 finite numbers [x0, y0, x1, y1], got {list(self.box)}")
         x0, x1 = sorted(box[[0, 2]])
         y0, y1 = sorted(box[[1, 3]])
         if x1 - x0 <= 0 or y1 - y0 <= 0:

@@ -12,7 +12,7 @@ from typing import Tuple, Union
 
 import numpy as np
 
-from .geometry import ImageGeometry
+from .geometry import ImageGeometry, array_dim, in_plane_axes
 from .prompts import PromptSet, RecistPrompt
 
 
@@ -42,23 +42,25 @@ def make_phantom(size: Tuple[int, int, int] = (128, 112, 40), spacing=(0.8, 0.9,
     return Phantom(np.round(image).astype(np.int16), truth, geometry, centre, radii)
 
 
-def recist_prompts(phantom: Phantom, every: int = 5, label: int = 1) -> PromptSet:
-    """RECIST markers (long and short axis of the lesion's cross-section) on every ``every``-th lesion slice, along K."""
-    ci, cj, ck = phantom.centre
-    ri, rj, rk = phantom.radii
-    occupied = [k for k in range(phantom.truth.shape[0]) if phantom.truth[k].any()]
+def recist_prompts(phantom: Phantom, every: int = 5, axis: int = 2, label: int = 1) -> PromptSet:
+    """RECIST markers (the axes of the lesion's cross-section) on every ``every``-th lesion slice along ``axis``."""
+    x_axis, y_axis = in_plane_axes(axis)
+    centre, radii = phantom.centre, phantom.radii
+    dim = array_dim(axis)
+    occupied = np.flatnonzero(phantom.truth.any(axis=tuple(d for d in range(3) if d != dim))).tolist()
     keys = occupied[::every]
     if keys[-1] != occupied[-1]:
         keys.append(occupied[-1])
     prompts = []
-    for k in keys:
-        scale = np.sqrt(max(0.0, 1 - ((k - ck) / rk) ** 2))
-        a, b = ri * scale, rj * scale
-        horizontal = ((ci - a, cj), (ci + a, cj))
-        vertical = ((ci, cj - b), (ci, cj + b))
+    for index in keys:
+        scale = np.sqrt(max(0.0, 1 - ((index - centre[axis]) / radii[axis]) ** 2))
+        a, b = radii[x_axis] * scale, radii[y_axis] * scale
+        cx, cy = centre[x_axis], centre[y_axis]
+        horizontal = ((cx - a, cy), (cx + a, cy))
+        vertical = ((cx, cy - b), (cx, cy + b))
         long_axis, short_axis = (horizontal, vertical) if a >= b else (vertical, horizontal)
-        prompts.append(RecistPrompt(k, long_axis, short_axis, label, f"phantom RECIST on slice {k}"))
-    return PromptSet(prompts, axis=2)
+        prompts.append(RecistPrompt(index, long_axis, short_axis, label, f"phantom RECIST on slice {index}"))
+    return PromptSet(prompts, axis=axis)
 
 
 def write_sample(directory: Union[str, Path], every: int = 5) -> Tuple[Path, Path, Path]:

@@ -1,0 +1,28 @@
+"""Shared fixtures: the real LiteMedSAM weights, a random-weight MedSAM ViT-B checkpoint, and a small phantom."""
+
+import pytest
+import torch
+
+from MedSAMSlicerLib.model_registry import build_network, load_model, model_spec
+from MedSAMSlicerLib.sample_data import make_phantom
+
+
+@pytest.fixture(scope="session")
+def lite_model():
+    """LiteMedSAM with the embedded, SHA-256-checked trained weights, on the CPU."""
+    return load_model("lite-medsam", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def vit_b_checkpoint(tmp_path_factory):
+    """A randomly initialised MedSAM ViT-B state dict on disk (the real weights are not reachable here)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vit_b") / "medsam_vit_b_random.pth"
+    torch.save(build_network(model_spec("medsam-vit-b")).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_phantom():
+    """A phantom CT whose lesion spans 17 slices along K (anisotropic spacing, LPS-flipped direction)."""
+    return make_phantom(size=(96, 80, 24), spacing=(0.8, 0.9, 2.5), radii_mm=(18.0, 13.0, 20.0))

@@ -1,0 +1,473 @@
+"""The embedding worker encodes queued slices most urgent first, in batches, and reports every outcome
+through the slice's future.
+
+A fake model stands in for the encoder: slice ``n`` of a test volume is filled with the value ``n``,
+``prepare`` carries that value into the model input, and ``encode`` records which slices it was given
+(in order, per call), can be held on an event so the test controls timing, and returns embeddings
+filled with the slice's value. So the order of encoding and the embedding each future gets are
+observable exactly.
+"""
+
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from MedSAMSlicerLib.embedding_cache import EMBEDDING_SHAPE, EmbeddingCache, image_identity
+from MedSAMSlicerLib.embedding_worker import EmbeddingWorker
+from MedSAMSlicerLib.slice_model import SliceModel
+from MedSAMSlicerLib.slice_source import SliceSource
+
+TIMEOUT = 10  # seconds; only reached when something is broken
+
+
+class FakeModel(SliceModel):
+    input_size = 4
+
+    def __init__(self):
+        super().__init__("fake", nn.Identity(), nn.Identity(), nn.Identity(), torch.device("cpu"), "f00d" * 16)
+        self.calls = []  # slice values per encode call, in call order
+        self.entered = threading.Event()  # set when encode starts
+        self.gate = threading.Event()  # encode waits on it
+        self.gate.set()
+        self.fail = set()  # encode raises when its batch holds one of these slice values
+
+    def prepare(self, slice_u8: np.ndarray) -> np.ndarray:
+        return np.full((3, self.input_size, self.input_size), float(slice_u8.flat[0]), dtype=np.float32)
+
+    def model_boxes(self, boxes, slice_shape):
+        return boxes
+
+    def postprocess(self, logits, slice_shape):
+        raise NotImplementedError
+
+    def encode(self, batch: np.ndarray) -> torch.Tensor:
+        values = [int(round(float(item[0, 0, 0]))) for item in batch]
+        self.calls.append(values)
+        self.entered.set()
+        if not self.gate.wait(timeout=30):
+            raise RuntimeError("test gate never opened")
+        if self.fail & set(values):
+            raise RuntimeError(f"encoder failed on slices {values}")
+        return torch.stack([torch.full(EMBEDDING_SHAPE, float(value)) for value in values])
+
+    def hold(self):
+        """Make the next encode wait until ``release``."""
+        self.entered.clear()
+        self.gate.clear()
+
+    def wait_entered(self):
+        assert self.entered.wait(TIMEOUT), "the worker never started encoding"
+
+    def release(self):
+        self.gate.set()
+
+    @property
+    def order(self):
+        return [value for call in self.calls for value in call]
+
+
+def make_source(count: int = 20, offset: int = 0, name: str = "p") -> SliceSource:
+    """A volume ``[k, j, i]`` whose slice ``n`` along K (axis 2) is filled with ``n + offset``."""
+    volume = (np.arange(count, dtype=np.uint8)[:, None, None] + offset) * np.ones((1, 3, 5), dtype=np.uint8)
+    return SliceSource(volume, 2, image_identity(volume), name)
+
+
+def embedding(value: float) -> torch.Tensor:
+    return torch.full(EMBEDDING_SHAPE, float(value))
+
+
+def results(futures, timeout=TIMEOUT):
+    return {index: future.result(timeout=timeout) for index, future in futures.items()}
+
+
+@pytest.fixture
+def model():
+    return FakeModel()
+
+
+@pytest.fixture
+def cache():
+    return EmbeddingCache()
+
+
+@pytest.fixture
+def make_worker(model, cache):
+    made = []
+
+    def make(**options):
+        worker = EmbeddingWorker(model, cache, **options)
+        made.append(worker)
+        return worker
+
+    yield make
+    model.release()
+    for worker in made:
+        closer = threading.Thread(target=worker.close, daemon=True)
+        closer.start()
+        closer.join(TIMEOUT)
+
+
+def start_blocked(worker: EmbeddingWorker, model: FakeModel, source: SliceSource, index: int = 0):
+    """Have the worker encode ``index`` and hold it there; returns that slice's future."""
+    model.hold()
+    future = worker.request(source, [index], priority=-100)[index]
+    model.wait_entered()
+    return future
+
+
+# --- results ---------------------------------------------------------------------------------------
+
+def test_futures_resolve_to_each_slices_embedding_and_the_cache_then_holds_them(model, cache, make_worker):
+    source = make_source()
+    worker = make_worker()
+    assert worker.batch_size == 1  # the default on the CPU
+    futures = worker.request(source, [3, 1, 4])
+    assert set(futures) == {3, 1, 4}
+    for index, value in results(futures).items():
+        assert torch.equal(value, embedding(index))
+        assert torch.equal(cache.get(source.key(index, model.cache_id)), embedding(index))
+    assert model.calls == [[3], [1], [4]]  # equal priorities: first come, first served
+    assert worker.queued == 0
+
+
+def test_each_source_has_its_own_keys(model, cache, make_worker):
+    first, second = make_source(offset=0, name="a"), make_source(offset=100, name="b")
+    worker = make_worker()
+    a = worker.request(first, [2])[2]
+    b = worker.request(second, [2])[2]
+    assert torch.equal(a.result(TIMEOUT), embedding(2))
+    assert torch.equal(b.result(TIMEOUT), embedding(102))
+    assert torch.equal(cache.get(second.key(2, model.cache_id)), embedding(102))
+    assert sorted(model.order) == [2, 102]
+
+
+def test_a_slice_asked_for_twice_is_encoded_once(model, make_worker):
+    source = make_source()
+    worker = make_worker()
+    start_blocked(worker, model, source)
+    first = worker.request(source, [5, 5, 6])
+    second = worker.request(source, [5])
+    assert second[5] is first[5]
+    model.release()
+    results(first)
+    assert model.order == [0, 5, 6]
+
+
+def test_a_cached_slice_is_already_done_without_an_encode(model, cache, make_worker):
+    source = make_source()
+    cache.put(source.key(7, model.cache_id), embedding(70))  # not what the encoder would give: proves no encode
+    worker = make_worker()
+    future = worker.request(source, [7])[7]
+    assert future.done()
+    assert torch.equal(future.result(0), embedding(70))
+    assert model.calls == []
+
+    assert torch.equal(worker.request(source, [2])[2].result(TIMEOUT), embedding(2))
+    again = worker.request(source, [2])[2]
+    assert again.done() and torch.equal(again.result(0), embedding(2))
+    assert model.calls == [[2]]
+
+
+# --- priorities --------------------------------------------------------------------------------------
+
+def test_slices_are_encoded_most_urgent_first(model, make_worker):
+    source = make_source()
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    futures = {}
+    for index, priority in [(1, 5), (2, 1), (3, 3), (4, 0), (5, 3), (6, -2), (7, 10)]:
+        futures.update(worker.request(source, [index], priority=priority))
+    futures.update(worker.request(source, [9, 8], priority=2))  # one request, same priority: in the given order
+    assert worker.queued == 9
+    model.release()
+    for index, value in results(futures).items():
+        assert torch.equal(value, embedding(index))
+    assert model.order == [0, 6, 4, 2, 9, 8, 3, 5, 1, 7]
+
+
+def test_prioritise_moves_queued_slices_and_ignores_others(model, cache, make_worker):
+    source = make_source()
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    futures = worker.request(source, [1, 2, 3, 4], priority=10)
+    worker.prioritise(source, {3: 0, 1: 20, 12: -5})  # 3 sooner, 1 later, 12 is not queued
+    assert worker.queued == 4
+    model.release()
+    results(futures)
+    assert model.order == [0, 3, 2, 4, 1]
+    assert cache.get(source.key(12, model.cache_id)) is None
+
+
+def test_prioritise_of_another_source_does_not_touch_this_one(model, make_worker):
+    source, other = make_source(name="a"), make_source(offset=50, name="b")
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    futures = worker.request(source, [1, 2], priority=10)
+    worker.prioritise(other, {2: 0})
+    model.release()
+    results(futures)
+    assert model.order == [0, 1, 2]
+
+
+def test_requesting_a_queued_slice_more_urgently_moves_it_less_urgently_does_not(model, make_worker):
+    source = make_source()
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    futures = worker.request(source, [1, 2, 3], priority=5)
+    sooner = worker.request(source, [3], priority=1)
+    later = worker.request(source, [1], priority=9)
+    assert sooner[3] is futures[3] and later[1] is futures[1]
+    assert worker.queued == 3
+    model.release()
+    results(futures)
+    assert model.order == [0, 3, 1, 2]
+
+
+# --- batching ------------------------------------------------------------------------------------------
+
+def test_batch_size_groups_slices_per_encode_call(model, cache, make_worker):
+    source = make_source()
+    worker = make_worker(batch_size=4)
+    futures = worker.request(source, range(10))
+    for index, value in results(futures).items():
+        assert torch.equal(value, embedding(index))
+        assert torch.equal(cache.get(source.key(index, model.cache_id)), embedding(index))
+    assert model.calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_batch_takes_the_most_urgent_slices(model, make_worker):
+    source = make_source()
+    worker = make_worker(batch_size=3)
+    start_blocked(worker, model, source, 0)
+    futures = worker.request(source, [1, 2, 3, 4, 5, 6], priority=5)
+    futures.update(worker.request(source, [7, 8], priority=1))
+    model.release()
+    results(futures)
+    assert model.calls == [[0], [7, 8, 1], [2, 3, 4], [5, 6]]
+
+
+# --- cancelling -------------------------------------------------------------------------------------------
+
+def test_cancel_drops_queued_slices_and_the_batch_in_progress_completes(model, cache, make_worker):
+    source = make_source()
+    worker = make_worker(batch_size=2)
+    model.hold()
+    futures = worker.request(source, range(6))
+    model.wait_entered()
+    assert worker.cancel() == 4
+    assert worker.queued == 0
+    for index in range(2, 6):
+        assert futures[index].cancelled()
+    model.release()
+    assert torch.equal(futures[0].result(TIMEOUT), embedding(0))
+    assert torch.equal(futures[1].result(TIMEOUT), embedding(1))
+    assert not futures[0].cancelled() and not futures[1].cancelled()
+    assert cache.get(source.key(0, model.cache_id)) is not None
+
+    # the worker goes on with what is asked next; the cancelled slices were never encoded
+    assert torch.equal(worker.request(source, [9])[9].result(TIMEOUT), embedding(9))
+    assert model.calls == [[0, 1], [9]]
+    for index in range(2, 6):
+        assert cache.get(source.key(index, model.cache_id)) is None
+
+
+def test_cancel_of_one_source_keeps_the_others_slices(model, make_worker):
+    source, other = make_source(name="a"), make_source(offset=100, name="b")
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    mine = worker.request(source, [1, 2])
+    theirs = worker.request(other, [1, 2])
+    assert worker.cancel(source) == 2
+    assert all(future.cancelled() for future in mine.values())
+    model.release()
+    for index, value in results(theirs).items():
+        assert torch.equal(value, embedding(100 + index))
+    assert model.order == [0, 101, 102]
+
+
+def test_a_cancelled_slice_can_be_requested_again(model, make_worker):
+    source = make_source()
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    old = worker.request(source, [3])[3]
+    worker.cancel()
+    new = worker.request(source, [3])[3]
+    assert old.cancelled() and new is not old
+    model.release()
+    assert torch.equal(new.result(TIMEOUT), embedding(3))
+
+
+def test_a_future_cancelled_by_its_caller_does_not_leave_the_slice_stuck(model, make_worker):
+    """``Future.cancel()`` is public; after it the slice must not stay 'queued' forever, and asking for
+    it again must encode it."""
+    source = make_source()
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    dropped = worker.request(source, [1])[1]
+    after = worker.request(source, [2], priority=1)[2]
+    assert dropped.cancel()
+    model.release()
+    assert torch.equal(after.result(TIMEOUT), embedding(2))  # the worker has gone past slice 1
+    assert worker.queued == 0
+    again = worker.request(source, [1])[1]
+    assert not again.cancelled()
+    assert torch.equal(again.result(TIMEOUT), embedding(1))
+
+
+def test_a_caller_cancelled_slice_requested_again_more_urgently_does_not_kill_the_worker(model, make_worker):
+    source = make_source()
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    dropped = worker.request(source, [1], priority=5)[1]
+    after = worker.request(source, [2], priority=6)[2]
+    assert dropped.cancel()
+    model.release()
+    after.result(TIMEOUT)
+    worker.request(source, [1], priority=0)  # more urgent than the cancelled request
+    later = worker.request(source, [4], priority=1)[4]
+    deadline = time.monotonic() + TIMEOUT
+    while not later.done() and worker._thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker._thread.is_alive(), "the worker thread died"
+    assert torch.equal(later.result(TIMEOUT), embedding(4))
+
+
+# --- errors and progress ---------------------------------------------------------------------------------
+
+def test_an_encoder_error_reaches_every_future_of_its_batch_and_the_worker_goes_on(model, cache, make_worker):
+    source = make_source()
+    errors = []
+    reported = threading.Event()
+
+    def on_error(error):
+        errors.append(error)
+        reported.set()
+
+    model.fail = {2}
+    worker = make_worker(batch_size=2, on_error=on_error)
+    futures = worker.request(source, range(6))
+    for index in (0, 1, 4, 5):
+        assert torch.equal(futures[index].result(TIMEOUT), embedding(index))
+    failure = futures[2].exception(TIMEOUT)
+    assert isinstance(failure, RuntimeError) and "encoder failed on slices [2, 3]" in str(failure)
+    assert futures[3].exception(TIMEOUT) is failure
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        futures[3].result(0)
+    assert reported.wait(TIMEOUT)
+    assert errors == [failure]
+    assert model.calls == [[0, 1], [2, 3], [4, 5]]
+    assert cache.get(source.key(2, model.cache_id)) is None
+    assert cache.get(source.key(3, model.cache_id)) is None
+
+    # the failed slices are not stuck: asked again, they are encoded
+    model.fail = set()
+    again = worker.request(source, [2, 3])
+    assert torch.equal(again[2].result(TIMEOUT), embedding(2))
+    assert torch.equal(again[3].result(TIMEOUT), embedding(3))
+    assert worker._thread.is_alive()
+    assert errors == [failure]
+
+
+def test_progress_reports_encoded_and_still_queued(model, make_worker):
+    source = make_source()
+    reports = []
+    reached = {3: threading.Event(), 4: threading.Event()}
+
+    def on_progress(encoded, queued):
+        reports.append((encoded, queued))
+        if encoded in reached:
+            reached[encoded].set()
+
+    worker = make_worker(on_progress=on_progress)
+    results(worker.request(source, [0, 1, 2]))
+    assert reached[3].wait(TIMEOUT)
+    assert reports == [(1, 2), (2, 1), (3, 0)]
+    results(worker.request(source, [3]))
+    assert reached[4].wait(TIMEOUT)
+    assert reports == [(1, 2), (2, 1), (3, 0), (4, 0)]
+
+
+def test_progress_counts_slices_not_batches(model, make_worker):
+    source = make_source()
+    reports = []
+    finished = threading.Event()
+
+    def on_progress(encoded, queued):
+        reports.append((encoded, queued))
+        if queued == 0:
+            finished.set()
+
+    worker = make_worker(batch_size=3, on_progress=on_progress)
+    results(worker.request(source, range(7)))
+    assert finished.wait(TIMEOUT)
+    assert reports == [(3, 4), (6, 1), (7, 0)]
+
+
+# --- decoding is never behind the worker, and closing ----------------------------------------------------
+
+def test_a_cached_embedding_is_available_while_the_worker_is_busy(model, cache, make_worker):
+    source = make_source()
+    cached_key = source.key(5, model.cache_id)
+    cache.put(cached_key, embedding(55))
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    worker.request(source, [1, 2, 3])
+
+    got = {}
+
+    def lookups():
+        got["cache"] = cache.get(cached_key)
+        got["future"] = worker.request(source, [5])[5]
+
+    reader = threading.Thread(target=lookups, daemon=True)
+    reader.start()
+    reader.join(TIMEOUT)
+    assert not reader.is_alive(), "a cached lookup waited for the busy encoder"
+    assert not model.gate.is_set()  # the encoder really was still busy
+    assert torch.equal(got["cache"], embedding(55))
+    assert got["future"].done() and torch.equal(got["future"].result(0), embedding(55))
+    model.release()
+
+
+def test_close_stops_the_thread_and_refuses_new_requests(model, make_worker):
+    source = make_source()
+    worker = make_worker()
+    assert torch.equal(worker.request(source, [1])[1].result(TIMEOUT), embedding(1))
+    worker.close()
+    assert not worker._thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.request(source, [2])
+    assert model.calls == [[1]]
+
+
+def test_close_cancels_the_queue_and_lets_the_running_batch_finish(model, make_worker):
+    source = make_source()
+    worker = make_worker()
+    running = start_blocked(worker, model, source, 0)
+    queued = worker.request(source, [1, 2])
+    closer = threading.Thread(target=worker.close, daemon=True)
+    closer.start()
+    deadline = time.monotonic() + TIMEOUT
+    while not all(future.cancelled() for future in queued.values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(future.cancelled() for future in queued.values())
+    assert closer.is_alive()  # close waits for the running batch
+    model.release()
+    closer.join(TIMEOUT)
+    assert not closer.is_alive()
+    assert not worker._thread.is_alive()
+    assert torch.equal(running.result(0), embedding(0))
+    assert model.calls == [[0]]
+
+
+def test_the_worker_is_a_context_manager(model):
+    source = make_source()
+    with EmbeddingWorker(model, EmbeddingCache()) as worker:
+        value = worker.request(source, [4])[4].result(TIMEOUT)
+    assert torch.equal(value, embedding(4))
+    assert not worker._thread.is_alive()
