@@ -8,7 +8,7 @@ another architecture is an error that says what did not fit.
 
 import hashlib
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Dict, Union
 
@@ -35,10 +35,13 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        # torch reports code-bearing pickles as "Unsupported global: GLOBAL module.name"; anything else is garbage
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if unsafe is None:
+            raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint (UnpicklingError)") from None
         raise CheckpointError(
-            f"checkpoint {path} holds Python objects besides tensors and is refused for safety "
-            f"(weights_only load failed: {str(error).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+            f"checkpoint {path} holds Python objects besides tensors ({unsafe.group(1)}) and is refused for safety") from None
+    except Exception as error:  # torch's unpickler fails on garbage with many kinds of error (IndexError, EOFError, ...)
         raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint ({error.__class__.__name__})") from None
     if isinstance(content, dict) and isinstance(content.get("model"), dict):
         content = content["model"]

@@ -81,15 +81,16 @@ class EmbeddingCache:
             embedding = self._entries.get(key)
             if embedding is not None:
                 self._entries.move_to_end(key)
-                return embedding.float()
+                return embedding.to(torch.float32, copy=True)  # the caller's to change
         embedding = self._read(key)
         if embedding is not None:
             self._remember(key, embedding)
-            return embedding.float()
+            return embedding.to(torch.float32, copy=True)
         return None
 
     def put(self, key: EmbeddingKey, embedding: torch.Tensor) -> None:
-        embedding = embedding.detach().to("cpu", self.dtype).contiguous()
+        # always a copy: the caller may reuse its tensor, and a view would pin the encoder's whole batch
+        embedding = embedding.detach().to("cpu", self.dtype, copy=True).contiguous()
         if tuple(embedding.shape) != EMBEDDING_SHAPE:
             raise ValueError(f"embedding for {key} has shape {tuple(embedding.shape)}, expected {EMBEDDING_SHAPE}")
         self._remember(key, embedding)

@@ -62,6 +62,9 @@ class EmbeddingWorker:
                 index = int(index)
                 key = source.key(index, self.model.cache_id)
                 job = self._jobs.get(key)
+                if job is not None and job.future.cancelled():  # its caller gave up on it: start afresh
+                    self._drop(job)
+                    job = None
                 if job is None:
                     cached = self.cache.get(key)
                     if cached is not None:
@@ -89,9 +92,7 @@ class EmbeddingWorker:
             dropped = [job for job in self._jobs.values()
                        if job.entry is not None and (source is None or job.source is source)]
             for job in dropped:
-                job.entry[2] = None
-                job.entry = None
-                del self._jobs[job.key]
+                self._drop(job)
                 job.future.cancel()
             return len(dropped)
 
@@ -114,6 +115,14 @@ class EmbeddingWorker:
     def __exit__(self, *exc):
         self.close()
 
+    def _drop(self, job: _Job) -> None:
+        """Forget a queued job (its heap entry becomes a tombstone). Call with the lock held."""
+        if job.entry is not None:
+            job.entry[2] = None
+            job.entry = None
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]
+
     def _push(self, job: _Job, priority: float) -> None:
         if job.entry is not None:
             job.entry[2] = None  # leave the old entry in the heap as a tombstone
@@ -128,9 +137,13 @@ class EmbeddingWorker:
             batch: List[_Job] = []
             while self._heap and len(batch) < self.batch_size:
                 job = heapq.heappop(self._heap)[2]
-                if job is not None and job.future.set_running_or_notify_cancel():
-                    job.entry = None
+                if job is None:
+                    continue
+                job.entry = None
+                if job.future.set_running_or_notify_cancel():
                     batch.append(job)
+                else:  # cancelled by its caller while queued
+                    self._drop(job)
             return batch
 
     def _run(self) -> None:
