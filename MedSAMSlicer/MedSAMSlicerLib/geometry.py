@@ -96,3 +96,32 @@ class ImageGeometry:
     @property
     def voxel_volume_ml(self) -> float:
         return float(np.prod(self.spacing)) / 1000.0
+
+
+def geometry_from_ijk_to_ras(ijk_to_ras, size: Sequence[int]) -> ImageGeometry:
+    """The geometry of a Slicer volume node from its IJK-to-RAS matrix and its dimensions (i, j, k)."""
+    ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(ijk_to_ras, dtype=float).reshape(4, 4)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    direction = ijk_to_lps[:3, :3] / spacing
+    return ImageGeometry(size=tuple(int(v) for v in size), spacing=tuple(spacing.tolist()),
+                         origin=tuple(ijk_to_lps[:3, 3].tolist()), direction=tuple(direction.ravel().tolist()))
+
+
+#: a slice view within about 8 degrees of a volume axis counts as aligned with it
+ALIGNED_COSINE = 0.99
+
+
+def slicing_axis_for_normal(geometry: ImageGeometry, normal_ras) -> int:
+    """The IJK axis a slice view with RAS normal ``normal_ras`` cuts across, for any direction matrix.
+
+    Works for flipped and rotated volumes (the view is matched to the axis whose physical direction is
+    parallel to its normal); a view oblique to every axis is refused, as MedSAM segments voxel slices.
+    """
+    normal = np.asarray(normal_ras, dtype=float) * np.array([-1.0, -1.0, 1.0])  # to LPS
+    normal = normal / np.linalg.norm(normal)
+    cosines = np.abs(np.asarray(geometry.direction, dtype=float).reshape(3, 3).T @ normal)
+    axis = int(np.argmax(cosines))
+    if cosines[axis] < ALIGNED_COSINE:
+        raise SettingsError(f"the slice view is oblique to the volume (best match: IJK axis {axis} at "
+                            f"{np.degrees(np.arccos(min(1.0, cosines[axis]))):.0f} degrees); use a view aligned with the volume")
+    return axis

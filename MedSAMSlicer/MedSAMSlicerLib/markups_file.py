@@ -24,14 +24,20 @@ def read_markups_prompts(path: Union[str, Path], geometry: ImageGeometry, axis: 
                          label: int = 1) -> PromptSet:
     """Read a Slicer markups file into prompts on slices along ``axis``, all with ``label``."""
     path = Path(path)
+    return prompts_from_markups(_load_markups(path), geometry, axis, label, f"markups file {path.name}")
+
+
+def prompts_from_markups(markups: List[dict], geometry: ImageGeometry, axis: int = 2, label: int = 1,
+                         source: str = "markups") -> PromptSet:
+    """Prompts from markups in the ``.mrk.json`` form (the Slicer module passes its scene's markups this way)."""
     axis = check_axis(axis)
     prompts: List[Prompt] = []
     lines: Dict[int, List[Tuple[str, np.ndarray]]] = {}
-    for index, markup in enumerate(_load_markups(path)):
+    for index, markup in enumerate(markups):
         kind = markup.get("type")
         title = markup.get("name")
         what = f"{kind} " + (repr(title) if title else f"#{index + 1}")
-        name = f"markups file {path.name}: {what}"
+        name = f"{source}: {what}"
         if kind == "Line":
             slice_index, ijk = _line_ijk(markup, name, geometry, axis)
             lines.setdefault(slice_index, []).append((what, ijk))
@@ -41,7 +47,7 @@ def read_markups_prompts(path: Union[str, Path], geometry: ImageGeometry, axis: 
         else:
             raise PromptError(f"{name}: a {kind!r} markup is not a prompt; use Line (RECIST) or ROI (box) markups")
     for slice_index, group in lines.items():
-        prompts.append(_recist(slice_index, group, path.name, geometry, axis, label))
+        prompts.append(_recist(slice_index, group, source, geometry, axis, label))
     return PromptSet(prompts=prompts, axis=axis)
 
 
@@ -114,19 +120,19 @@ def _roi_box(markup: dict, name: str, geometry: ImageGeometry,
     return slice_index, (float(low[x_axis]), float(low[y_axis]), float(high[x_axis]), float(high[y_axis]))
 
 
-def _recist(slice_index: int, group: List[Tuple[str, np.ndarray]], file_name: str, geometry: ImageGeometry,
+def _recist(slice_index: int, group: List[Tuple[str, np.ndarray]], source: str, geometry: ImageGeometry,
             axis: int, label: int) -> RecistPrompt:
     """One RECIST prompt from the lines on a slice; the longer in-plane (in mm) is the long axis."""
     if len(group) > 2:
         names = ", ".join(what for what, _ in group)
-        raise PromptError(f"markups file {file_name}: {len(group)} lines ({names}) on slice {slice_index} along axis "
+        raise PromptError(f"{source}: {len(group)} lines ({names}) on slice {slice_index} along axis "
                           f"{axis}; a slice takes one RECIST long axis and at most one short axis")
     plane = list(in_plane_axes(axis))
     spacing = np.asarray(geometry.in_plane_spacing(axis))
     segments = sorted(((what, ijk[:, plane]) for what, ijk in group),
                       key=lambda item: np.linalg.norm((item[1][1] - item[1][0]) * spacing), reverse=True)
     (long_what, long_axis), *short = segments
-    name = f"markups file {file_name}: {long_what}" + (f" with short axis {short[0][0]}" if short else "")
+    name = f"{source}: {long_what}" + (f" with short axis {short[0][0]}" if short else "")
     return RecistPrompt(slice=slice_index, long_axis=_segment(long_axis),
                         short_axis=_segment(short[0][1]) if short else None, label=label, name=name)
 

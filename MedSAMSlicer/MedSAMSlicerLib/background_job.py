@@ -1,0 +1,55 @@
+"""Long work (segmenting a volume) on a thread, polled by the GUI so that it never freezes.
+
+The Slicer widget starts a ``BackgroundJob`` and polls it from a ``qt.QTimer`` on the main
+thread: progress for the progress bar, then the result (or the error) once done, which the
+widget writes to MRML itself (MRML is not thread-safe). Nothing here knows about Qt.
+"""
+
+import threading
+from typing import Any, Callable, Optional, Tuple
+
+
+class BackgroundJob:
+    """Runs ``work(progress)`` on a daemon thread; ``progress(done, total)`` may be called from it."""
+
+    def __init__(self, work: Callable[[Callable[[int, int], None]], Any], name: str = "MedSAM job"):
+        self._work = work
+        self._lock = threading.Lock()
+        self._progress: Tuple[int, int] = (0, 0)
+        self._result: Any = None
+        self._error: Optional[BaseException] = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def progress(self) -> Tuple[int, int]:
+        with self._lock:
+            return self._progress
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self._done.wait(timeout)
+
+    def result(self) -> Any:
+        """The work's return value; re-raises its exception. Only valid once ``done``."""
+        if not self.done:
+            raise RuntimeError("the job is still running")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def _report(self, done: int, total: int) -> None:
+        with self._lock:
+            self._progress = (done, total)
+
+    def _run(self) -> None:
+        try:
+            self._result = self._work(self._report)
+        except BaseException as error:  # handed to the GUI through result(), never lost
+            self._error = error
+        finally:
+            self._done.set()

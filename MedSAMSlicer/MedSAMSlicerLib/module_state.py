@@ -1,0 +1,61 @@
+"""The Slicer widget's rules, kept free of Qt so they are tested like the rest of the engine.
+
+Which actions are possible follows from a few facts (a volume and segment chosen, a usable
+model, prompts present, work running); what a prompt change triggers depends on whether the
+slice's embedding is cached (decode now) or not (embed it first, ahead of everything queued).
+"""
+
+from dataclasses import dataclass
+from typing import Dict
+
+from .model_registry import model_spec
+
+
+@dataclass(frozen=True)
+class WidgetFacts:
+    has_volume: bool = False
+    has_segment: bool = False
+    model_id: str = "lite-medsam"
+    checkpoint_path: str = ""
+    checkpoint_exists: bool = False
+    prompt_count: int = 0
+    prompts_on_current_slice: int = 0
+    busy: bool = False
+    undo_available: bool = False
+
+
+def needs_checkpoint(model_id: str) -> bool:
+    return bool(model_spec(model_id).checkpoint_file)
+
+
+def model_ready(facts: WidgetFacts) -> bool:
+    return not needs_checkpoint(facts.model_id) or (bool(facts.checkpoint_path) and facts.checkpoint_exists)
+
+
+def enabled_actions(facts: WidgetFacts) -> Dict[str, bool]:
+    """Whether each button of the widget is enabled (keys are the .ui object names)."""
+    ready = facts.has_volume and facts.has_segment and model_ready(facts) and not facts.busy
+    return {
+        "placeBoxButton": facts.has_volume and facts.has_segment and not facts.busy,
+        "placeRecistButton": facts.has_volume and facts.has_segment and not facts.busy,
+        "deletePromptButton": facts.prompt_count > 0 and not facts.busy,
+        "segmentSliceButton": ready and facts.prompts_on_current_slice > 0,
+        "segmentVolumeButton": ready and facts.prompt_count > 0,
+        "cancelButton": facts.busy,
+        "undoButton": facts.undo_available and not facts.busy,
+        "exportPromptsButton": facts.prompt_count > 0,
+        "exportSegmentationButton": facts.has_volume and facts.has_segment,
+        "checkpointPathLineEdit": needs_checkpoint(facts.model_id),
+    }
+
+
+SEGMENT_NOW = "segment-slice"  # the slice's embedding is cached: decode at interactive speed
+EMBED_THEN_SEGMENT = "embed-then-segment"  # encode this slice ahead of the queue, then decode
+NOTHING = "nothing"
+
+
+def action_for_prompt_change(facts: WidgetFacts, embedding_cached: bool) -> str:
+    """What moving, adding or deleting a prompt on the slice in view should trigger."""
+    if not (facts.has_volume and facts.has_segment and model_ready(facts)) or facts.busy:
+        return NOTHING
+    return SEGMENT_NOW if embedding_cached else EMBED_THEN_SEGMENT
