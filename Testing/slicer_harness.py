@@ -1,0 +1,117 @@
+"""A headless Slicer for tests: the real MRML scene and logics from ``slicer-core``, stand-ins for the Qt parts.
+
+``slicer-core`` (PyPI) has the real scene, volume, markups and segmentation nodes and logics, and
+``slicer.util``; it has no Qt, so ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper``
+(which build on Qt) are replaced by minimal stand-ins that keep their interfaces. ``install()``
+sets up ``slicer.mrmlScene``, ``slicer.modules`` and the Colors, Volumes, Segmentations and
+Markups logics, as the application does at start-up, then imports the module file unchanged.
+"""
+
+import importlib.util
+import logging
+import sys
+import types
+import unittest
+from pathlib import Path
+
+import slicer
+import slicer.util
+
+MODULE_FILE = Path(__file__).resolve().parents[1] / "MedSAMSlicer" / "MedSAMSlicer.py"
+
+
+class ScriptedLoadableModule:
+    def __init__(self, parent):
+        self.parent = parent
+
+
+class ScriptedLoadableModuleWidget:
+    def __init__(self, parent=None):
+        self.parent = parent
+
+
+class ScriptedLoadableModuleLogic:
+    """As Slicer's: the parameter node is the scene's singleton scripted-module node named after the module."""
+
+    moduleName = "MedSAMSlicer"
+
+    def __init__(self, parent=None):
+        pass
+
+    def getParameterNode(self):
+        node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(self.moduleName)
+            node.SetName(slicer.mrmlScene.GenerateUniqueName(self.moduleName))
+            node = slicer.mrmlScene.AddNode(node)
+        return node
+
+
+class ScriptedLoadableModuleTest(unittest.TestCase):
+    def delayDisplay(self, message, msec=None):
+        logging.info(message)
+
+
+def parameterNodeWrapper(cls):
+    """Typed attributes stored in a ``vtkMRMLScriptedModuleNode``: MRML nodes as references, the rest as text."""
+    annotations = dict(cls.__annotations__)
+
+    def make_property(name, kind):
+        default = getattr(cls, name, None)
+        if isinstance(kind, type) and issubclass(kind, slicer.vtkMRMLNode):
+            return property(lambda self: self.parameterNode.GetNodeReference(name),
+                            lambda self, node: self.parameterNode.SetNodeReferenceID(name, node.GetID() if node else None))
+
+        def getter(self):
+            text = self.parameterNode.GetParameter(name)
+            return kind(text) if text != "" else (default if default is not None else kind())
+
+        return property(getter, lambda self, value: self.parameterNode.SetParameter(name, str(kind(value))))
+
+    namespace = {"__init__": lambda self, parameterNode: setattr(self, "parameterNode", parameterNode),
+                 "__doc__": cls.__doc__}
+    namespace.update({name: make_property(name, kind) for name, kind in annotations.items()})
+    return type(cls.__name__, (), namespace)
+
+
+def _setup_scene():
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    selection = slicer.vtkMRMLSelectionNode()
+    selection.SetSingletonTag("Singleton")
+    scene.AddNode(selection)
+    interaction = slicer.vtkMRMLInteractionNode()
+    interaction.SetSingletonTag("Singleton")
+    scene.AddNode(interaction)
+    logics = {}
+    for name, cls in (("colors", slicer.vtkSlicerColorLogic), ("volumes", slicer.vtkSlicerVolumesLogic),
+                      ("segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+                      ("markups", slicer.vtkSlicerMarkupsLogic)):
+        logic = cls()
+        logic.SetMRMLScene(scene)
+        logics[name] = logic
+    slicer.modules = types.SimpleNamespace(**{name: types.SimpleNamespace(logic=(lambda l=logic: l))
+                                             for name, logic in logics.items()})
+    slicer._harness_logics = logics  # keep them alive with the scene
+
+
+def install():
+    """Set up the headless application and return the imported ``MedSAMSlicer`` module file."""
+    if "MedSAMSlicer" in sys.modules:
+        return sys.modules["MedSAMSlicer"]
+    stand_in = types.ModuleType("slicer.ScriptedLoadableModule")
+    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic,
+                ScriptedLoadableModuleTest):
+        setattr(stand_in, cls.__name__, cls)
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = parameterNodeWrapper
+    sys.modules[stand_in.__name__] = slicer.ScriptedLoadableModule = stand_in
+    sys.modules[wrapper.__name__] = slicer.parameterNodeWrapper = wrapper
+    _setup_scene()
+    spec = importlib.util.spec_from_file_location("MedSAMSlicer", MODULE_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["MedSAMSlicer"] = module
+    spec.loader.exec_module(module)
+    return module

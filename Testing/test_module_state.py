@@ -1,0 +1,81 @@
+"""The widget's rules without Qt: which buttons are enabled, and what a prompt change triggers."""
+
+import threading
+
+import pytest
+
+from MedSAMSlicerLib.background_job import BackgroundJob
+from MedSAMSlicerLib.module_state import (EMBED_THEN_SEGMENT, NOTHING, SEGMENT_NOW, WidgetFacts,
+                                          action_for_prompt_change, enabled_actions)
+
+READY = WidgetFacts(has_volume=True, has_segment=True, prompt_count=3, prompts_on_current_slice=1)
+
+
+def test_nothing_but_export_of_an_empty_state_without_inputs():
+    actions = enabled_actions(WidgetFacts())
+    assert not any(v for k, v in actions.items() if k != "checkpointPathLineEdit")
+    assert actions["checkpointPathLineEdit"] is False  # lite-medsam needs no checkpoint
+
+
+def test_ready_state_enables_prompting_and_segmenting():
+    actions = enabled_actions(READY)
+    for name in ("placeBoxButton", "placeRecistButton", "deletePromptButton", "segmentSliceButton",
+                 "segmentVolumeButton", "exportPromptsButton", "exportSegmentationButton"):
+        assert actions[name], name
+    assert not actions["cancelButton"] and not actions["undoButton"]
+
+
+def test_segment_slice_needs_a_prompt_on_the_slice_in_view():
+    facts = WidgetFacts(has_volume=True, has_segment=True, prompt_count=3, prompts_on_current_slice=0)
+    assert not enabled_actions(facts)["segmentSliceButton"] and enabled_actions(facts)["segmentVolumeButton"]
+
+
+def test_while_busy_only_cancel_and_export():
+    actions = enabled_actions(WidgetFacts(**{**READY.__dict__, "busy": True, "undo_available": True}))
+    assert actions["cancelButton"]
+    assert not any(actions[n] for n in ("placeBoxButton", "segmentSliceButton", "segmentVolumeButton", "undoButton",
+                                        "deletePromptButton"))
+
+
+@pytest.mark.parametrize("path, exists, ready", [("", False, False), ("/x/medsam_vit_b.pth", False, False),
+                                                 ("/x/medsam_vit_b.pth", True, True)])
+def test_vit_models_need_an_existing_checkpoint(path, exists, ready):
+    facts = WidgetFacts(**{**READY.__dict__, "model_id": "medsam-vit-b", "checkpoint_path": path,
+                           "checkpoint_exists": exists})
+    actions = enabled_actions(facts)
+    assert actions["checkpointPathLineEdit"]
+    assert actions["segmentVolumeButton"] is ready
+    assert actions["placeRecistButton"]  # prompts can be drawn before the checkpoint is chosen
+
+
+def test_a_prompt_change_decodes_when_cached_and_embeds_first_otherwise():
+    assert action_for_prompt_change(READY, embedding_cached=True) == SEGMENT_NOW
+    assert action_for_prompt_change(READY, embedding_cached=False) == EMBED_THEN_SEGMENT
+    assert action_for_prompt_change(WidgetFacts(**{**READY.__dict__, "busy": True}), True) == NOTHING
+    assert action_for_prompt_change(WidgetFacts(has_volume=True), True) == NOTHING
+
+
+def test_background_job_reports_progress_result_and_errors():
+    release = threading.Event()
+
+    def work(progress):
+        progress(1, 4)
+        release.wait(5)
+        progress(4, 4)
+        return "mask"
+
+    job = BackgroundJob(work)
+    for _ in range(100):
+        if job.progress == (1, 4):
+            break
+        threading.Event().wait(0.01)
+    assert job.progress == (1, 4) and not job.done
+    with pytest.raises(RuntimeError, match="still running"):
+        job.result()
+    release.set()
+    assert job.wait(5) and job.result() == "mask" and job.progress == (4, 4)
+
+    failing = BackgroundJob(lambda progress: 1 / 0)
+    assert failing.wait(5)
+    with pytest.raises(ZeroDivisionError):
+        failing.result()

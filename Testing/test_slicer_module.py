@@ -1,0 +1,171 @@
+"""The module's logic on a real MRML scene (slicer-core), and its own self-test, run headless."""
+
+import numpy as np
+import pytest
+
+from slicer_harness import install
+
+MedSAMSlicer = install()
+import slicer  # noqa: E402  (after install: the harness sets up slicer.mrmlScene)
+
+
+def test_module_self_test_passes_headless():
+    test = MedSAMSlicer.MedSAMSlicerTest()
+    test.runTest()
+
+
+ROTATION = np.array([[np.cos(0.4), -np.sin(0.4), 0.0], [np.sin(0.4), np.cos(0.4), 0.0], [0.0, 0.0, 1.0]])
+GEOMETRIES = {  # IJK-to-RAS matrices with anisotropic spacing
+    "axis-aligned": np.diag([0.7, 0.8, 2.5, 1.0]),
+    "LPS file (flipped)": np.diag([-0.7, -0.8, 2.5, 1.0]),
+    "oblique": np.block([[ROTATION @ np.diag([0.7, 0.8, 2.5]), np.array([[12.0], [-30.0], [55.0]])],
+                         [np.zeros((1, 3)), np.ones((1, 1))]]),
+}
+
+
+@pytest.fixture
+def logic():
+    slicer.mrmlScene.Clear()
+    logic = MedSAMSlicer.MedSAMSlicerLogic()
+    yield logic
+    logic.close()
+
+
+def add_volume(ijk_to_ras, shape=(12, 30, 40)):
+    array = np.random.default_rng(0).integers(-100, 200, shape).astype(np.int16)
+    return slicer.util.addVolumeFromArray(array, ijkToRAS=ijk_to_ras, name="ct"), array
+
+
+def ras(ijk_to_ras, ijk):
+    return (ijk_to_ras @ np.r_[ijk, 1.0])[:3]
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_markups_placed_in_ras_become_prompts_in_ijk(logic, name):
+    matrix = GEOMETRIES[name]
+    volume, _ = add_volume(matrix)
+    long_axis, short_axis = ((5.0, 10.0), (25.0, 14.0)), ((15.0, 6.0), (14.0, 18.0))
+    nodes = []
+    for line in (long_axis, short_axis):
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsLineNode")
+        for x, y in line:
+            node.AddControlPoint(ras(matrix, [x, y, 7]))
+        nodes.append(node)
+    roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi_to_world = np.eye(4)  # the ROI's axes along the volume's, its centre at a known voxel
+    roi_to_world[:3, :3] = matrix[:3, :3] / np.linalg.norm(matrix[:3, :3], axis=0)
+    roi_to_world[:3, 3] = ras(matrix, [20.0, 15.0, 3.0])
+    roi.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(roi_to_world))
+    roi.SetSize(8 * 0.7, 10 * 0.8, 2.5)
+    prompts = logic.promptsFromMarkups(volume, nodes + [roi]).prompts
+    box, recist = prompts
+    assert box.slice == 3 and np.allclose(box.box, (16.0, 10.0, 24.0, 20.0), atol=1e-6)
+    assert recist.slice == 7
+    np.testing.assert_allclose(recist.long_axis, long_axis, atol=1e-6)
+    np.testing.assert_allclose(recist.short_axis, short_axis, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_slice_views_map_to_the_volume_axis_they_cut(logic, name):
+    matrix = GEOMETRIES[name]
+    volume, _ = add_volume(matrix)
+    directions = matrix[:3, :3] / np.linalg.norm(matrix[:3, :3], axis=0)
+    view = slicer.vtkMRMLSliceNode()
+    for axis, index in ((2, 7), (1, 20), (0, 33)):
+        slice_to_ras = np.eye(4)
+        others = [a for a in range(3) if a != axis]
+        slice_to_ras[:3, 0], slice_to_ras[:3, 1] = directions[:, others[0]], directions[:, others[1]]
+        slice_to_ras[:3, 2] = -directions[:, axis]  # a view looking from the other side is the same slice
+        slice_to_ras[:3, 3] = ras(matrix, [index if a == axis else 4.0 for a in range(3)])
+        view.GetSliceToRAS().DeepCopy(slice_to_ras.ravel())
+        assert logic.viewSlice(volume, view) == (axis, index)
+
+
+def test_an_oblique_view_is_refused(logic):
+    volume, _ = add_volume(GEOMETRIES["axis-aligned"])
+    view = slicer.vtkMRMLSliceNode()
+    tilted = np.eye(4)
+    tilted[:3, :3] = [[1, 0, 0], [0, np.cos(0.5), -np.sin(0.5)], [0, np.sin(0.5), np.cos(0.5)]]
+    view.GetSliceToRAS().DeepCopy(tilted.ravel())
+    from MedSAMSlicerLib.errors import SettingsError
+    with pytest.raises(SettingsError, match="oblique"):
+        logic.viewSlice(volume, view)
+
+
+def test_masks_land_on_the_right_voxels_of_the_chosen_slices_only(logic):
+    matrix = GEOMETRIES["oblique"]
+    volume, array = add_volume(matrix)
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    other = logic.ensureSegment(segmentation, volume, "", "other")
+    other_mask = np.zeros(array.shape, np.uint8)
+    other_mask[5:8, 10:20, 10:30] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(other_mask, segmentation, other, volume)
+    target = logic.ensureSegment(segmentation, volume, "", "lesion")
+    first = np.zeros(array.shape, bool)
+    first[2:6, 3:9, 4:12] = True
+    logic.writeSegmentMask(volume, segmentation, target, first, [2, 3, 4, 5], axis=2)
+    written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, target, volume).astype(bool)
+    np.testing.assert_array_equal(written, first)
+    second = np.zeros(array.shape, bool)
+    second[:, 20:25, 30:35] = True  # only slices 4 and 9 along K are to change
+    stats = logic.writeSegmentMask(volume, segmentation, target, second, [4, 9], axis=2)
+    expected = first.copy()
+    expected[4], expected[9] = second[4], second[9]
+    written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, target, volume).astype(bool)
+    np.testing.assert_array_equal(written, expected)
+    assert stats["volumeMl"] == pytest.approx(expected.sum() * 0.7 * 0.8 * 2.5 / 1000)
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume), other_mask)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), array)  # the user's volume untouched
+    assert logic.canUndo()
+    logic.undo()  # one step back: the state after the first write
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, target, volume).astype(bool), first)
+
+
+def test_seg_nrrd_export_reads_back_with_the_volume_geometry(logic, tmp_path):
+    import slicerio
+
+    matrix = GEOMETRIES["oblique"]
+    volume, array = add_volume(matrix)
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segment = logic.ensureSegment(segmentation, volume, "", "lesion")
+    mask = np.zeros(array.shape, np.uint8)
+    mask[3:5, 6:9, 10:14] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segment, volume)
+    logic.exportSegmentation(tmp_path / "case.seg.nrrd", volume, segmentation)
+    exported = slicerio.read_segmentation(str(tmp_path / "case.seg.nrrd"))
+    np.testing.assert_allclose(exported["ijkToLPS"], np.diag([-1, -1, 1, 1]) @ matrix, atol=1e-6)
+    assert exported["segments"][0]["name"] == "lesion"
+    np.testing.assert_array_equal((exported["voxels"] == 1).transpose(2, 1, 0), mask.astype(bool))
+
+
+def test_prompt_file_export_round_trips_through_the_engine(logic, tmp_path):
+    from MedSAMSlicerLib.prompt_file import read_prompt_file
+
+    matrix = GEOMETRIES["LPS file (flipped)"]
+    volume, _ = add_volume(matrix)
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsLineNode")
+    for x, y in ((4.0, 5.0), (20.0, 9.0)):
+        node.AddControlPoint(ras(matrix, [x, y, 6]))
+    logic.exportPrompts(tmp_path / "prompts.json", volume, [node])
+    prompt = read_prompt_file(tmp_path / "prompts.json").prompts[0]
+    assert prompt.slice == 6 and prompt.short_axis is None
+    np.testing.assert_allclose(prompt.long_axis, ((4.0, 5.0), (20.0, 9.0)), atol=1e-6)
+
+
+def test_segment_from_a_prompt_dict_creates_the_segment(logic):
+    from MedSAMSlicerLib.sample_data import make_phantom
+
+    phantom = make_phantom(size=(48, 40, 6), spacing=(0.8, 0.9, 2.5), radii_mm=(8.0, 7.0, 10.0))
+    matrix = np.diag([-1.0, -1.0, 1.0, 1.0]) @ phantom.geometry.ijk_to_lps
+    volume = slicer.util.addVolumeFromArray(phantom.image, ijkToRAS=matrix, name="phantom")
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    ci, cj, ck = phantom.centre
+    ri, rj, _ = phantom.radii
+    document = {"prompts": [{"type": "box", "slice": int(ck), "box": [ci - ri - 3, cj - rj - 3, ci + ri + 3, cj + rj + 3]}]}
+    segment_id, stats = logic.segmentFromPrompts(volume, segmentation, "", document, device="cpu")
+    assert segmentation.GetSegmentation().GetSegment(segment_id).GetName() == "MedSAM"
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume).astype(bool)
+    assert np.flatnonzero(mask.any(axis=(1, 2))).tolist() == [int(ck)]
+    truth = phantom.truth[int(ck)]
+    assert 2 * np.logical_and(mask[int(ck)], truth).sum() / (mask[int(ck)].sum() + truth.sum()) > 0.9
+    assert stats["slices"] == 1 and stats["longestDiameterMm"] > 0
