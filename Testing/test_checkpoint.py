@@ -5,7 +5,6 @@ weights of its own architecture. Device choices resolve or are refused with a cl
 
 import hashlib
 import io
-import zipfile
 
 import numpy as np
 import pytest

@@ -10,7 +10,7 @@ observable exactly.
 
 import threading
 import time
-from concurrent.futures import CancelledError
+
 
 import numpy as np
 import pytest
