@@ -302,10 +302,15 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onPromptModified(self, caller, event):
         """A prompt moved: resegment its slice at once when cached, else embed that slice first."""
         from MedSAMSlicerLib.module_state import EMBED_THEN_SEGMENT, SEGMENT_NOW, action_for_prompt_change
-        self.updatePromptTable()
         current = self.currentSliceIndex()
         if current is None:
             return
+        if caller.IsA("vtkMRMLMarkupsROINode") and event == slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent:
+            try:
+                self.logic.flattenROIToSlice(self._parameterNode.inputVolume, caller, current[0])
+            except Exception as error:
+                self.ui.statusLabel.text = str(error)
+        self.updatePromptTable()
         action = action_for_prompt_change(self.facts(), self.logic.isCached(*self.modelArguments(), current))
         if action == SEGMENT_NOW:
             self.onSegmentSlice()
@@ -549,6 +554,25 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         node.SetAttribute(PROMPT_ATTRIBUTE, f"{segmentationNode.GetID()}/{segmentId}")
         node.CreateDefaultDisplayNodes()
         return node
+
+    def flattenROIToSlice(self, volumeNode, roiNode, axis):
+        """Align a drawn ROI with the volume and make it one slice thick, so it reads as the box it is."""
+        from MedSAMSlicerLib.geometry import in_plane_axes
+        geometry = self.volumeGeometry(volumeNode)
+        box = self.promptsFromMarkups(volumeNode, [roiNode], axis).prompts[0]
+        x_axis, y_axis = in_plane_axes(axis)
+        centre_ijk = np.zeros(3)
+        centre_ijk[[x_axis, y_axis, axis]] = [(box.box[0] + box.box[2]) / 2, (box.box[1] + box.box[3]) / 2, box.slice]
+        ijkToRAS = np.diag([-1.0, -1.0, 1.0, 1.0]) @ geometry.ijk_to_lps
+        objectToWorld = np.eye(4)
+        objectToWorld[:3, :3] = ijkToRAS[:3, :3] / np.asarray(geometry.spacing)
+        objectToWorld[:3, 3] = (ijkToRAS @ np.r_[centre_ijk, 1.0])[:3]
+        size = np.array(geometry.spacing, dtype=float)  # one voxel along the slicing axis
+        size[x_axis] *= box.box[2] - box.box[0]
+        size[y_axis] *= box.box[3] - box.box[1]
+        with slicer.util.NodeModify(roiNode):
+            roiNode.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(objectToWorld))
+            roiNode.SetSize(*size)
 
     def describePromptNode(self, volumeNode, node):
         """(slice, type, size in mm) for the prompt table."""

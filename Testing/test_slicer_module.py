@@ -169,3 +169,18 @@ def test_segment_from_a_prompt_dict_creates_the_segment(logic):
     truth = phantom.truth[int(ck)]
     assert 2 * np.logical_and(mask[int(ck)], truth).sum() / (mask[int(ck)].sum() + truth.sum()) > 0.9
     assert stats["slices"] == 1 and stats["longestDiameterMm"] > 0
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_a_drawn_roi_is_flattened_to_its_slice_and_keeps_its_box(logic, name):
+    matrix = GEOMETRIES[name]
+    volume, _ = add_volume(matrix)
+    roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi.SetCenter(ras(matrix, [20.0, 15.0, 6.2]))  # drawn world-aligned, as the mouse leaves it
+    roi.SetSize(6.0, 5.0, 7.0)
+    before = logic.promptsFromMarkups(volume, [roi]).prompts[0]
+    logic.flattenROIToSlice(volume, roi, axis=2)
+    after = logic.promptsFromMarkups(volume, [roi]).prompts[0]
+    assert after.slice == before.slice == 6
+    np.testing.assert_allclose(after.box, before.box, atol=1e-6)
+    assert roi.GetSize()[2] == pytest.approx(2.5)  # one slice thick
