@@ -2,7 +2,8 @@
 
 ``slicer-core`` (PyPI) has the real scene, volume, markups and segmentation nodes and logics, and
 ``slicer.util``; it has no Qt, so ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper``
-(which build on Qt) are replaced by minimal stand-ins that keep their interfaces. ``install()``
+(which build on Qt) are replaced by minimal stand-ins that keep their interfaces, and Qt widgets by
+``FakeWidget`` objects built from the module's .ui file, so the widget's own code runs. ``install()``
 sets up ``slicer.mrmlScene``, ``slicer.modules`` and the Colors, Volumes, Segmentations and
 Markups logics, as the application does at start-up, then imports the module file unchanged.
 """
@@ -28,6 +29,126 @@ class ScriptedLoadableModule:
 class ScriptedLoadableModuleWidget:
     def __init__(self, parent=None):
         self.parent = parent
+
+    def setup(self):
+        self.layout = FakeWidget("layout")
+
+    def resourcePath(self, filename):
+        return str(MODULE_FILE.parent / "Resources" / filename)
+
+
+class FakeWidget:
+    """Stands in for any Qt widget: keeps the properties set on it and the slots connected to it."""
+
+    def __init__(self, name):
+        self.name, self.enabled, self.visible = name, True, True
+        self.text, self.value, self.maximum, self.currentText, self.currentPath = "", 0, 100, "", ""
+        self.items, self.rows, self.slots = [], {}, {}
+        self._node, self._segment, self._rowCount, self._currentRow = None, "", 0, -1
+
+    def connect(self, signal, slot):
+        self.slots.setdefault(signal, []).append(slot)
+
+    def emit(self, signal, *args):
+        for slot in self.slots.get(signal, []):
+            slot(*args)
+
+    def addWidget(self, widget):
+        pass
+
+    def setMRMLScene(self, scene):
+        pass
+
+    def addItems(self, items):
+        self.items.extend(items)
+        self.currentText = self.currentText or items[0]
+
+    def setCurrentNode(self, node):
+        self._node = node
+
+    def currentNode(self):
+        return self._node
+
+    def setCurrentSegmentID(self, segmentId):
+        self._segment = segmentId
+
+    def currentSegmentID(self):
+        return self._segment
+
+    def setRowCount(self, count):
+        self._rowCount = count
+        self.rows = {key: item for key, item in self.rows.items() if key[0] < count}
+
+    def rowCount(self):
+        return self._rowCount
+
+    def setItem(self, row, column, item):
+        self.rows[(row, column)] = item
+
+    def item(self, row, column):
+        return self.rows.get((row, column))
+
+    def currentRow(self):
+        return self._currentRow
+
+
+class _TableItem:
+    def __init__(self, text):
+        self.text, self._data = text, {}
+
+    def setData(self, role, value):
+        self._data[role] = value
+
+    def data(self, role):
+        return self._data.get(role)
+
+
+class _Timer:
+    """No event loop here: tests call the widget's poll slot themselves."""
+
+    def setInterval(self, msec):
+        pass
+
+    def connect(self, signal, slot):
+        pass
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+
+def _fake_qt():
+    qt = types.ModuleType("qt")
+    qt.QTimer, qt.QTableWidgetItem = _Timer, _TableItem
+    qt.Qt = types.SimpleNamespace(UserRole=32, WaitCursor=3)
+    qt.QApplication = types.SimpleNamespace(setOverrideCursor=lambda cursor: None, restoreOverrideCursor=lambda: None)
+    return qt
+
+
+def _load_ui(path):
+    """Every named widget of the .ui file, as ``FakeWidget`` children of a fake root."""
+    import xml.etree.ElementTree as ElementTree
+    root = FakeWidget("MedSAMSlicer")
+    root.children = {w.get("name"): FakeWidget(w.get("name")) for w in ElementTree.parse(path).iter("widget")}
+    return root
+
+
+class FakeApplication:
+    """``slicer.app`` with one slice view (Red) whose slice node a test controls."""
+
+    def __init__(self, sliceNode=None):
+        self.sliceNode = sliceNode
+
+    def processEvents(self):
+        pass
+
+    def layoutManager(self):
+        if self.sliceNode is None:
+            return None
+        view = types.SimpleNamespace(mrmlSliceNode=lambda: self.sliceNode)
+        return types.SimpleNamespace(sliceWidget=lambda name: view)
 
 
 class ScriptedLoadableModuleLogic:
@@ -109,6 +230,10 @@ def install():
     wrapper.parameterNodeWrapper = parameterNodeWrapper
     sys.modules[stand_in.__name__] = slicer.ScriptedLoadableModule = stand_in
     sys.modules[wrapper.__name__] = slicer.parameterNodeWrapper = wrapper
+    sys.modules.setdefault("qt", _fake_qt())
+    slicer.util.loadUI = _load_ui
+    slicer.util.childWidgetVariables = lambda widget: types.SimpleNamespace(**widget.children)
+    slicer.app = FakeApplication()
     _setup_scene()
     spec = importlib.util.spec_from_file_location("MedSAMSlicer", MODULE_FILE)
     module = importlib.util.module_from_spec(spec)
