@@ -92,14 +92,20 @@ def test_an_oblique_view_is_refused(logic):
         logic.viewSlice(volume, view)
 
 
+def add_segment_with_box(logic, segmentation, volume, name, region):
+    """A segment named ``name`` holding the box ``region`` (a [k, j, i] index tuple); returns id and mask."""
+    segment = logic.ensureSegment(segmentation, volume, "", name)
+    mask = np.zeros(slicer.util.arrayFromVolume(volume).shape, np.uint8)
+    mask[region] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segment, volume)
+    return segment, mask
+
+
 def test_masks_land_on_the_right_voxels_of_the_chosen_slices_only(logic):
     matrix = GEOMETRIES["oblique"]
     volume, array = add_volume(matrix)
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    other = logic.ensureSegment(segmentation, volume, "", "other")
-    other_mask = np.zeros(array.shape, np.uint8)
-    other_mask[5:8, 10:20, 10:30] = 1
-    slicer.util.updateSegmentBinaryLabelmapFromArray(other_mask, segmentation, other, volume)
+    other, other_mask = add_segment_with_box(logic, segmentation, volume, "other", np.s_[5:8, 10:20, 10:30])
     target = logic.ensureSegment(segmentation, volume, "", "lesion")
     first = np.zeros(array.shape, bool)
     first[2:6, 3:9, 4:12] = True
@@ -125,12 +131,9 @@ def test_seg_nrrd_export_reads_back_with_the_volume_geometry(logic, tmp_path):
     import slicerio
 
     matrix = GEOMETRIES["oblique"]
-    volume, array = add_volume(matrix)
+    volume, _ = add_volume(matrix)
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    segment = logic.ensureSegment(segmentation, volume, "", "lesion")
-    mask = np.zeros(array.shape, np.uint8)
-    mask[3:5, 6:9, 10:14] = 1
-    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segment, volume)
+    _, mask = add_segment_with_box(logic, segmentation, volume, "lesion", np.s_[3:5, 6:9, 10:14])
     logic.exportSegmentation(tmp_path / "case.seg.nrrd", volume, segmentation)
     exported = slicerio.read_segmentation(str(tmp_path / "case.seg.nrrd"))
     np.testing.assert_allclose(exported["ijkToLPS"], np.diag([-1, -1, 1, 1]) @ matrix, atol=1e-6)
