@@ -329,8 +329,7 @@ def test_a_cuda_index_beyond_the_devices_is_a_settings_error(monkeypatch):
         resolve_device("cuda:1")
 
 
-@pytest.mark.parametrize("choice", ["gpu", "mps", "cuda:", "cuda:x", "cpu0", "auto "
-                                    "cpu"])
+@pytest.mark.parametrize("choice", ["gpu", "mps", "cuda:", "cuda:x", "cpu0", "auto cpu"])
 def test_an_unknown_device_is_a_settings_error(choice):
     with pytest.raises(SettingsError, match="not one of auto, cpu, cuda, cuda:N"):
         resolve_device(choice)

@@ -47,7 +47,9 @@ class SegmentationSession:
         self.shape = tuple(volume.shape)
         self.image_id = image_identity(volume)
         self.volume_u8 = normalize_volume(volume, intensity)
-        self.cache = cache if cache is not None else (worker.cache if worker is not None else EmbeddingCache())
+        if worker is not None and cache is not None and cache is not worker.cache:
+            raise ValueError("a session given a worker uses the worker's cache; pass one or the other")
+        self.cache = worker.cache if worker is not None else (cache if cache is not None else EmbeddingCache())
         self._owns_worker = worker is None
         self.worker = worker if worker is not None else EmbeddingWorker(model, self.cache)
         self._sources: Dict[int, SliceSource] = {}
