@@ -333,6 +333,7 @@ def test_a_damaged_or_foreign_file_at_the_keys_path_is_ignored(damage, tmp_path)
             np.savez(stream, embedding=np.array([{"a": 1}], dtype=object), key=np.array(str(key(0))))
 
     cache = EmbeddingCache(directory=directory)
+    assert key(0) not in cache  # membership agrees with get()
     assert cache.get(key(0)) is None
     assert len(cache) == 0 and cache.nbytes == 0
     # a new put rewrites the file, and it is valid afterwards

@@ -408,6 +408,35 @@ def test_progress_counts_slices_not_batches(model, make_worker):
     assert reports == [(3, 4), (6, 1), (7, 0)]
 
 
+def test_failed_slices_are_not_counted_as_encoded(model, make_worker):
+    source = make_source()
+    reports = []
+    done = threading.Event()
+
+    def on_progress(encoded, queued):
+        reports.append((encoded, queued))
+        if queued == 0:
+            done.set()
+
+    model.fail = {1}
+    worker = make_worker(on_progress=on_progress)
+    futures = worker.request(source, range(3))
+    assert futures[1].exception(TIMEOUT) is not None
+    results({i: futures[i] for i in (0, 2)})
+    assert done.wait(TIMEOUT)
+    assert reports == [(1, 2), (2, 0)]
+
+
+def test_an_encoder_returning_too_few_embeddings_fails_the_batch_instead_of_hanging(model, make_worker):
+    source = make_source()
+    original = model.encode
+    model.encode = lambda batch: original(batch)[:1]
+    worker = make_worker(batch_size=2)
+    futures = worker.request(source, [0, 1])
+    for future in futures.values():
+        assert "returned 1 embeddings for 2 slices" in str(future.exception(TIMEOUT))
+
+
 # --- decoding is never behind the worker, and closing ----------------------------------------------------
 
 def test_a_cached_embedding_is_available_while_the_worker_is_busy(model, cache, make_worker):

@@ -70,10 +70,11 @@ class EmbeddingCache:
         return len(self._entries)
 
     def __contains__(self, key: EmbeddingKey) -> bool:
+        """True when ``get`` would return an embedding (a damaged or foreign file on disk does not count)."""
         with self._lock:
             if key in self._entries:
                 return True
-        return self.directory is not None and (self.directory / key.file_name).is_file()
+        return self._read(key) is not None
 
     def get(self, key: EmbeddingKey) -> Optional[torch.Tensor]:
         """The embedding as float32, or None; a disk hit is promoted to memory."""

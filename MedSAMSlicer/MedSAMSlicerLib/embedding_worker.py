@@ -155,10 +155,12 @@ class EmbeddingWorker:
                 continue
             try:
                 embeddings = self.model.encode(np.stack([self.model.prepare(job.source.slice(job.index)) for job in batch]))
+                if len(embeddings) != len(batch):
+                    raise RuntimeError(f"the encoder returned {len(embeddings)} embeddings for {len(batch)} slices")
                 for job, embedding in zip(batch, embeddings):
                     self.cache.put(job.key, embedding)
             except BaseException as error:  # reported through every future of the batch, never swallowed
-                self._finish(batch)
+                self._finish(batch, encoded=False)
                 for job in batch:
                     job.future.set_exception(error)
                 if self.on_error is not None:
@@ -170,11 +172,12 @@ class EmbeddingWorker:
             if self.on_progress is not None:
                 self.on_progress(self._encoded, self.queued)
 
-    def _finish(self, batch: List[_Job]) -> None:
+    def _finish(self, batch: List[_Job], encoded: bool = True) -> None:
         with self._condition:
             for job in batch:
                 self._jobs.pop(job.key, None)
-            self._encoded += len(batch)
+            if encoded:
+                self._encoded += len(batch)
 
 
 def _done(value) -> Future:
