@@ -136,3 +136,46 @@ def test_sample_writes_a_phantom_and_prompts(tmp_path):
     slices = [p["slice"] for p in document["prompts"]]
     assert slices[0] == np.flatnonzero(truth.any(axis=(1, 2)))[0] and slices[1] - slices[0] == 5
     assert all(p["type"] == "recist" and "short_axis" in p for p in document["prompts"])
+
+
+def test_evaluate_scores_models_side_by_side_and_writes_the_report(tmp_path):
+    import shutil
+
+    from MedSAMSlicerLib.model_registry import embedded_lite_checkpoint
+
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    for n, seed in enumerate((1, 2)):
+        phantom = make_phantom(size=(48, 40, 6), spacing=(0.8, 0.9, 2.5), radii_mm=(8.0, 7.0, 7.0), seed=seed)
+        write_image(tmp_path / "images" / f"case{n}.nii.gz", phantom.image, phantom.geometry)
+        write_image(tmp_path / "labels" / f"case{n}.nii.gz", phantom.truth.astype(np.uint8) * 2, phantom.geometry)
+    (tmp_path / "names.json").write_text('{"2": "lesion"}')
+    copy = tmp_path / "finetuned.pth"  # a second "checkpoint": the same weights, so the scores must agree
+    shutil.copy(embedded_lite_checkpoint(), copy)
+    result = run_cli("evaluate", "--images", tmp_path / "images", "--labels", tmp_path / "labels",
+                     "--labels-map", tmp_path / "names.json", "--model", "lite-medsam",
+                     "--model", f"lite-medsam={copy}", "--protocol", "box-all", "--protocol", "recist-sparse",
+                     "--every", "2", "-o", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "report" / "scores.csv")))
+    assert len(rows) == 2 * 2 * 2  # cases x protocols x models
+    assert {r["name"] for r in rows} == {"lesion"} and {r["label"] for r in rows} == {"2"}
+    by_model = {}
+    for row in rows:
+        by_model.setdefault(row["model"], []).append(float(row["dsc"]))
+        assert float(row["dsc"]) > float(row["box_fill_dsc"])
+    assert sorted(by_model) == ["lite-medsam", "lite-medsam=finetuned.pth"]
+    assert by_model["lite-medsam"] == by_model["lite-medsam=finetuned.pth"]
+    assert "not testable (4 pairs, identical scores)" in result.stdout
+    for name in ("summary.txt", "dsc_boxplot.png", "overlay_label2.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_evaluate_refuses_an_image_without_labels(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    phantom = make_phantom(size=(16, 16, 3), radii_mm=(4.0, 4.0, 4.0))
+    write_image(tmp_path / "images" / "a.nrrd", phantom.image, phantom.geometry)
+    result = run_cli("evaluate", "--images", tmp_path / "images", "--labels", tmp_path / "labels", "-o", tmp_path / "r")
+    assert result.returncode == 2 and "image a.nrrd has no label volume" in result.stderr

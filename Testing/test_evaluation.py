@@ -28,7 +28,11 @@ def phantom_session(lite_model):
 def test_protocols_score_the_model_and_the_box_fill_baseline(phantom_session, protocol, pinned_dsc):
     phantom, session = phantom_session
     spacing_kji = (2.5, 0.9, 0.8)
-    result = evaluate_target(session, phantom.truth, spacing_kji, protocol, every=3)
+    evaluation = evaluate_target(session, phantom.truth, spacing_kji, protocol, every=3)
+    result = evaluation.result
+    assert result.dsc == pytest.approx(2 * (evaluation.prediction & phantom.truth).sum()
+                                       / (evaluation.prediction.sum() + phantom.truth.sum()))
+    assert sorted(evaluation.boxes) == np.flatnonzero(phantom.truth.any(axis=(1, 2))).tolist()
     assert result.slices == int(phantom.truth.any(axis=(1, 2)).sum())
     assert result.dsc >= pinned_dsc and 0 < result.nsd <= 1 and result.iou == pytest.approx(
         result.dsc / (2 - result.dsc))
@@ -38,7 +42,7 @@ def test_protocols_score_the_model_and_the_box_fill_baseline(phantom_session, pr
 def test_a_label_volume_is_evaluated_per_label_and_protocol(phantom_session):
     phantom, session = phantom_session
     labels = phantom.truth.astype(np.uint8) * 3
-    results = evaluate_case(session, labels, (2.5, 0.9, 0.8), ["box-each", "box-largest"])
+    results = [e.result for e in evaluate_case(session, labels, (2.5, 0.9, 0.8), ["box-each", "box-largest"])]
     assert [(r.label, r.protocol) for r in results] == [(3, "box-each"), (3, "box-largest")]
     # one component per slice: both protocols give the same boxes, hence the same masks
     assert results[0].dsc == results[1].dsc

@@ -8,7 +8,7 @@ box-fill baseline shows what the model adds to the prompt.
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -37,6 +37,15 @@ class TargetResult:
     box_fill_nsd: float
 
 
+@dataclass
+class TargetEvaluation:
+    """A scored target with what produced the score: the model's mask and the prompt boxes per slice."""
+
+    result: TargetResult
+    prediction: np.ndarray
+    boxes: Dict[int, List[np.ndarray]]
+
+
 def fill_boxes(shape, boxes: Sequence[np.ndarray]) -> np.ndarray:
     """A 2D mask of the pixels inside any of ``boxes`` (``x0, y0, x1, y1``, inclusive)."""
     mask = np.zeros(shape, dtype=bool)
@@ -47,7 +56,7 @@ def fill_boxes(shape, boxes: Sequence[np.ndarray]) -> np.ndarray:
 
 def evaluate_target(session: SegmentationSession, truth_kji: np.ndarray, spacing_kji: Sequence[float],
                     protocol: str, label: int = 1, axis: int = 2, every: int = 5, jitter: int = 0,
-                    tolerance_mm: float = 2.0, rng: Optional[np.random.Generator] = None) -> TargetResult:
+                    tolerance_mm: float = 2.0, rng: Optional[np.random.Generator] = None) -> TargetEvaluation:
     """Segment one target (``truth_kji`` is its mask) under ``protocol`` and score it against the truth."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
@@ -71,14 +80,15 @@ def evaluate_target(session: SegmentationSession, truth_kji: np.ndarray, spacing
             prediction[slice_indexer(axis, index)] = session.segment_slice(index, boxes, axis, futures[index].result())
     for index, boxes in plans.items():
         box_fill[slice_indexer(axis, index)] = fill_boxes(take_slice(truth, axis, index).shape, boxes)
-    return TargetResult(label, protocol, dice(truth, prediction), iou(truth, prediction),
-                        normalized_surface_dice(truth, prediction, tolerance_mm, spacing_kji), len(plans),
-                        time.perf_counter() - started, dice(truth, box_fill),
-                        normalized_surface_dice(truth, box_fill, tolerance_mm, spacing_kji))
+    result = TargetResult(label, protocol, dice(truth, prediction), iou(truth, prediction),
+                          normalized_surface_dice(truth, prediction, tolerance_mm, spacing_kji), len(plans),
+                          time.perf_counter() - started, dice(truth, box_fill),
+                          normalized_surface_dice(truth, box_fill, tolerance_mm, spacing_kji))
+    return TargetEvaluation(result, prediction, plans)
 
 
 def evaluate_case(session: SegmentationSession, labels_kji: np.ndarray, spacing_kji: Sequence[float],
-                  protocols: Sequence[str], **options) -> List[TargetResult]:
+                  protocols: Sequence[str], **options) -> List[TargetEvaluation]:
     """Every non-zero label of a label volume under every protocol."""
     results = []
     for label in (int(v) for v in np.unique(labels_kji) if v != 0):

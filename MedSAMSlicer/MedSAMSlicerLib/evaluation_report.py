@@ -1,0 +1,116 @@
+"""What an evaluation run leaves behind: a CSV of every score, a summary table, a Wilcoxon
+signed-rank test between models, a DSC box plot per label and protocol (as in the papers'
+figures), and an overlay image per label showing an example slice, its prompt and the mask.
+"""
+
+import csv
+import itertools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from .evaluation import TargetResult
+
+COLUMNS = ["case", "model", "label", "name", "protocol", "dsc", "nsd", "iou", "slices", "seconds",
+           "box_fill_dsc", "box_fill_nsd"]
+
+
+@dataclass
+class Row:
+    case: str
+    model: str
+    name: str
+    result: TargetResult
+
+    def as_dict(self) -> dict:
+        values = {"case": self.case, "model": self.model, "name": self.name, **asdict(self.result)}
+        return {column: values[column] for column in COLUMNS}
+
+
+def write_csv(path: Path, rows: Sequence[Row]) -> None:
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_dict())
+
+
+def summary_lines(rows: Sequence[Row]) -> List[str]:
+    """Mean and standard deviation of DSC and NSD per model, protocol and label, with the box-fill baseline."""
+    groups: Dict[tuple, List[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.model, row.result.protocol, row.name), []).append(row)
+    lines = [f"{'model':<16} {'protocol':<14} {'label':<12} {'n':>3} {'DSC':>13} {'NSD':>13} {'box-fill DSC':>13}"]
+    for (model, protocol, name), members in sorted(groups.items()):
+        stats = lambda values: f"{np.mean(values):.3f}±{np.std(values):.3f}"  # noqa: E731
+        lines.append(f"{model:<16} {protocol:<14} {name:<12} {len(members):>3} "
+                     f"{stats([r.result.dsc for r in members]):>13} {stats([r.result.nsd for r in members]):>13} "
+                     f"{stats([r.result.box_fill_dsc for r in members]):>13}")
+    return lines
+
+
+def wilcoxon_lines(rows: Sequence[Row]) -> List[str]:
+    """Paired Wilcoxon signed-rank tests of DSC between every two models, over the same cases, labels and protocols."""
+    from scipy.stats import wilcoxon
+
+    by_model: Dict[str, Dict[tuple, float]] = {}
+    for row in rows:
+        by_model.setdefault(row.model, {})[(row.case, row.result.label, row.result.protocol)] = row.result.dsc
+    lines = []
+    for first, second in itertools.combinations(sorted(by_model), 2):
+        shared = sorted(set(by_model[first]) & set(by_model[second]))
+        a = np.array([by_model[first][k] for k in shared])
+        b = np.array([by_model[second][k] for k in shared])
+        if len(shared) < 2 or np.allclose(a, b):
+            lines.append(f"Wilcoxon {first} vs {second}: not testable ({len(shared)} pairs, "
+                         f"{'identical scores' if len(shared) >= 2 else 'too few'})")
+            continue
+        statistic, p_value = wilcoxon(a, b)
+        lines.append(f"Wilcoxon {first} vs {second}: n={len(shared)}, mean DSC {a.mean():.3f} vs {b.mean():.3f}, "
+                     f"W={statistic:.1f}, p={p_value:.4g}")
+    return lines
+
+
+def plot_dsc(path: Path, rows: Sequence[Row]) -> None:
+    """A box plot of DSC per (label, protocol, model), the box-fill baseline beside each."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: Dict[str, List[float]] = {}
+    for row in rows:
+        groups.setdefault(f"{row.name}\n{row.result.protocol}\n{row.model}", []).append(row.result.dsc)
+        groups.setdefault(f"{row.name}\n{row.result.protocol}\nbox fill", []).append(row.result.box_fill_dsc)
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.3 * len(groups)), 4.0))
+    axes.boxplot(list(groups.values()))
+    axes.set_xticks(range(1, len(groups) + 1), list(groups), fontsize=7)
+    axes.set_ylabel("DSC")
+    axes.set_ylim(0, 1)
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_overlay(path: Path, image_slice: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
+                 boxes: Sequence[np.ndarray], title: str) -> None:
+    """One slice with the truth outline (green), the model's mask outline (red) and the prompt boxes (yellow)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.imshow(image_slice, cmap="gray")
+    for mask, colour in ((truth, "lime"), (prediction, "red")):
+        if mask.any():
+            axes.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1)
+    for x0, y0, x1, y1 in boxes:
+        axes.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=1))
+    axes.set_title(title, fontsize=9)
+    axes.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
