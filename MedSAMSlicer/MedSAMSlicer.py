@@ -728,13 +728,14 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         return segmentId, self.writeSegmentMask(volumeNode, segmentationNode, segmentId, mask, slices, usedAxis)
 
     def segmentStatistics(self, volumeNode, segmentationNode, segmentId, axis=2):
+        from MedSAMSlicerLib.geometry import occupied_slices
         from MedSAMSlicerLib.measurements import longest_diameter_in_volume_mm, volume_ml
         geometry = self.volumeGeometry(volumeNode)
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
         diameter, where = longest_diameter_in_volume_mm(mask, geometry, axis)
         return {"segmentId": segmentId, "volumeMl": volume_ml(mask, geometry),
                 "longestDiameterMm": diameter, "diameterSlice": where,
-                "slices": int(np.count_nonzero(mask.any(axis=tuple(d for d in range(3) if d != 2 - axis))))}
+                "slices": len(occupied_slices(mask, axis))}
 
     def canUndo(self):
         return self._undo is not None

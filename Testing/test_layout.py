@@ -10,7 +10,7 @@ FORBIDDEN = {"slicer", "qt", "ctk", "vtk", "mrml", "PythonQt"}
 
 
 def imported_modules(path: Path):
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -24,7 +24,7 @@ def test_engine_imports_no_slicer_qt_ctk_or_vtk():
 
 
 def test_extension_cmake_lists_every_engine_file():
-    listed = set(re.findall(r"MedSAMSlicerLib/\w+\.py", (ROOT / "MedSAMSlicer" / "CMakeLists.txt").read_text()))
+    listed = set(re.findall(r"MedSAMSlicerLib/\w+\.py", (ROOT / "MedSAMSlicer" / "CMakeLists.txt").read_text(encoding="utf-8")))
     present = {f"MedSAMSlicerLib/{path.name}" for path in ENGINE.glob("*.py")}
     assert listed == present
 
@@ -33,9 +33,9 @@ def test_extension_top_level_files_exist():
     for name in ("CMakeLists.txt", "MedSAMSlicer.s4ext", "README.md", "pyproject.toml", ".ci/run",
                  "MedSAMSlicer/Resources/Icons/MedSAMSlicer.png"):
         assert (ROOT / name).is_file(), name
-    description = (ROOT / "MedSAMSlicer.s4ext").read_text()
+    description = (ROOT / "MedSAMSlicer.s4ext").read_text(encoding="utf-8")
     assert re.search(r"^category Segmentation$", description, re.M)
-    assert "add_subdirectory(MedSAMSlicer)" in (ROOT / "CMakeLists.txt").read_text()
+    assert "add_subdirectory(MedSAMSlicer)" in (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
 
 
 def test_module_parts_import_without_torch():

@@ -172,7 +172,7 @@ def _evaluate(args) -> None:
         raise ImageError("no labelled voxels in any case: nothing to evaluate")
     write_csv(output / "scores.csv", rows)
     lines = summary_lines(rows) + wilcoxon_lines(rows)
-    (output / "summary.txt").write_text("\n".join(lines) + "\n")
+    (output / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot_dsc(output / "dsc_boxplot.png", rows)
     print("\n".join(lines))
     print(f"wrote {output / 'scores.csv'}, summary.txt, dsc_boxplot.png and {len(overlaid)} overlay(s)")
@@ -202,7 +202,7 @@ def _read_labels_map(path):
         return {}
     import json
     try:
-        document = json.loads(Path(path).read_text())
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise PromptError(f"labels map {path} is not a readable JSON file ({error.__class__.__name__})") from None
     if not isinstance(document, dict) or not all(k.isdigit() and isinstance(v, str) for k, v in document.items()):

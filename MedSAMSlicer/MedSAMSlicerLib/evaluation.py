@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .geometry import in_plane_axes, slice_indexer, take_slice
+from .geometry import array_dim, in_plane_axes, occupied_slices, slice_indexer, take_slice
 from .interpolation import interpolate_boxes
 from .metrics import dice, iou, normalized_surface_dice
 from .prompt_simulation import recist_from_truth, simulate
@@ -66,14 +66,13 @@ def evaluate_target(session: SegmentationSession, truth_kji: np.ndarray, spacing
     prediction = np.zeros(truth.shape, dtype=bool)
     box_fill = np.zeros(truth.shape, dtype=bool)
     if protocol == "recist-sparse":
-        spacing_xy = tuple(float(spacing_kji[2 - a]) for a in in_plane_axes(axis))
+        spacing_xy = tuple(float(spacing_kji[array_dim(a)]) for a in in_plane_axes(axis))
         prompts = recist_from_truth(truth, every, axis, spacing_xy, label)
         prediction = session.segment(prompts)[label].mask if prompts.prompts else prediction
         plans = {index: boxes for index, boxes in
                  interpolate_boxes(prompts.key_boxes(truth.shape).get(label, {})).items()}
     else:
-        dim = 2 - axis
-        occupied = np.flatnonzero(truth.any(axis=tuple(d for d in range(3) if d != dim)))
+        occupied = occupied_slices(truth, axis)
         plans = {int(index): simulate(take_slice(truth, axis, int(index)), protocol, jitter, rng) for index in occupied}
         futures = session.prefetch(sorted(plans), axis)
         for index, boxes in plans.items():

@@ -30,7 +30,7 @@ class Row:
 
 
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
-    with open(path, "w", newline="") as stream:
+    with open(path, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
@@ -44,7 +44,7 @@ def summary_lines(rows: Sequence[Row]) -> List[str]:
         groups.setdefault((row.model, row.result.protocol, row.name), []).append(row)
     lines = [f"{'model':<16} {'protocol':<14} {'label':<12} {'n':>3} {'DSC':>13} {'NSD':>13} {'box-fill DSC':>13}"]
     for (model, protocol, name), members in sorted(groups.items()):
-        stats = lambda values: f"{np.mean(values):.3f}±{np.std(values):.3f}"  # noqa: E731
+        stats = lambda values: f"{np.mean(values):.3f}+/-{np.std(values):.3f}"  # noqa: E731
         lines.append(f"{model:<16} {protocol:<14} {name:<12} {len(members):>3} "
                      f"{stats([r.result.dsc for r in members]):>13} {stats([r.result.nsd for r in members]):>13} "
                      f"{stats([r.result.box_fill_dsc for r in members]):>13}")

@@ -49,6 +49,12 @@ def take_slice(volume_kji: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.take(volume_kji, index, axis=array_dim(axis)) if axis != 2 else volume_kji[index]
 
 
+def occupied_slices(mask_kji: np.ndarray, axis: int) -> np.ndarray:
+    """Indices of the slices along ``axis`` that hold any foreground of a ``[k, j, i]`` mask."""
+    dim = array_dim(axis)
+    return np.flatnonzero(np.asarray(mask_kji).any(axis=tuple(d for d in range(3) if d != dim)))
+
+
 def slice_indexer(axis: int, index: int) -> tuple:
     """A numpy index that selects slice ``index`` along ``axis`` of a ``[k, j, i]`` array, for assignment."""
     indexer = [slice(None)] * 3

@@ -5,7 +5,7 @@ from typing import Tuple
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
-from .geometry import ImageGeometry, array_dim, take_slice
+from .geometry import ImageGeometry, occupied_slices, take_slice
 
 
 def volume_ml(mask_kji: np.ndarray, geometry: ImageGeometry) -> float:
@@ -35,9 +35,7 @@ def longest_diameter_in_volume_mm(mask_kji: np.ndarray, geometry: ImageGeometry,
     """The longest in-plane diameter over all slices along ``axis``, and the slice where it lies (-1 if empty)."""
     spacing_xy = geometry.in_plane_spacing(axis)
     best, best_slice = 0.0, -1
-    dim = array_dim(axis)
-    occupied = np.flatnonzero(mask_kji.any(axis=tuple(d for d in range(3) if d != dim)))
-    for index in occupied:
+    for index in occupied_slices(mask_kji, axis):
         diameter = longest_diameter_mm(take_slice(mask_kji, axis, int(index)), spacing_xy)
         if diameter > best:
             best, best_slice = diameter, int(index)

@@ -22,7 +22,7 @@ def _pair(truth: np.ndarray, prediction: np.ndarray) -> Tuple[np.ndarray, np.nda
 
 
 def dice(truth: np.ndarray, prediction: np.ndarray) -> float:
-    """DSC = 2|G ∩ S| / (|G| + |S|)."""
+    """DSC = 2 |G and S| / (|G| + |S|), G the truth and S the prediction."""
     truth, prediction = _pair(truth, prediction)
     total = truth.sum() + prediction.sum()
     return 1.0 if total == 0 else float(2 * np.logical_and(truth, prediction).sum() / total)

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .geometry import array_dim, take_slice
+from .geometry import occupied_slices, take_slice
 from .prompts import PromptSet, RecistPrompt
 
 MODES = ("point-largest", "point-each", "box-largest", "box-each", "box-all")
@@ -132,8 +132,7 @@ def recist_from_truth(truth_kji: np.ndarray, every: int, axis: int = 2,
     """RECIST markers on every ``every``-th occupied slice along ``axis`` (and the last one), as annotators drew them."""
     if every < 1:
         raise ValueError(f"every must be 1 or more, got {every}")
-    dim = array_dim(axis)
-    occupied = np.flatnonzero(np.asarray(truth_kji).any(axis=tuple(d for d in range(3) if d != dim))).tolist()
+    occupied = occupied_slices(truth_kji, axis).tolist()
     if not occupied:
         return PromptSet([], axis)
     keys = occupied[::every] + ([occupied[-1]] if (len(occupied) - 1) % every else [])

@@ -12,7 +12,7 @@ from typing import Tuple, Union
 
 import numpy as np
 
-from .geometry import ImageGeometry, array_dim, in_plane_axes
+from .geometry import ImageGeometry, in_plane_axes, occupied_slices
 from .prompts import PromptSet, RecistPrompt
 
 
@@ -46,8 +46,7 @@ def recist_prompts(phantom: Phantom, every: int = 5, axis: int = 2, label: int =
     """RECIST markers (the axes of the lesion's cross-section) on every ``every``-th lesion slice along ``axis``."""
     x_axis, y_axis = in_plane_axes(axis)
     centre, radii = phantom.centre, phantom.radii
-    dim = array_dim(axis)
-    occupied = np.flatnonzero(phantom.truth.any(axis=tuple(d for d in range(3) if d != dim))).tolist()
+    occupied = occupied_slices(phantom.truth, axis).tolist()
     keys = occupied[::every]
     if keys[-1] != occupied[-1]:
         keys.append(occupied[-1])
