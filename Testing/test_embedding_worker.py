@@ -392,39 +392,38 @@ def test_progress_reports_encoded_and_still_queued(model, make_worker):
     assert reports == [(1, 2), (2, 1), (3, 0), (4, 0)]
 
 
+class ProgressLog:
+    """An ``on_progress`` callback that records its reports and signals when the queue is empty."""
+
+    def __init__(self):
+        self.reports = []
+        self.drained = threading.Event()
+
+    def __call__(self, encoded, queued):
+        self.reports.append((encoded, queued))
+        if queued == 0:
+            self.drained.set()
+
+
 def test_progress_counts_slices_not_batches(model, make_worker):
     source = make_source()
-    reports = []
-    finished = threading.Event()
-
-    def on_progress(encoded, queued):
-        reports.append((encoded, queued))
-        if queued == 0:
-            finished.set()
-
-    worker = make_worker(batch_size=3, on_progress=on_progress)
+    log = ProgressLog()
+    worker = make_worker(batch_size=3, on_progress=log)
     results(worker.request(source, range(7)))
-    assert finished.wait(TIMEOUT)
-    assert reports == [(3, 4), (6, 1), (7, 0)]
+    assert log.drained.wait(TIMEOUT)
+    assert log.reports == [(3, 4), (6, 1), (7, 0)]
 
 
 def test_failed_slices_are_not_counted_as_encoded(model, make_worker):
     source = make_source()
-    reports = []
-    done = threading.Event()
-
-    def on_progress(encoded, queued):
-        reports.append((encoded, queued))
-        if queued == 0:
-            done.set()
-
+    log = ProgressLog()
     model.fail = {1}
-    worker = make_worker(on_progress=on_progress)
+    worker = make_worker(on_progress=log)
     futures = worker.request(source, range(3))
     assert futures[1].exception(TIMEOUT) is not None
     results({i: futures[i] for i in (0, 2)})
-    assert done.wait(TIMEOUT)
-    assert reports == [(1, 2), (2, 0)]
+    assert log.drained.wait(TIMEOUT)
+    assert log.reports == [(1, 2), (2, 0)]
 
 
 def test_an_encoder_returning_too_few_embeddings_fails_the_batch_instead_of_hanging(model, make_worker):
