@@ -722,10 +722,10 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
 
         Returns ``(segmentId, statistics)``; the segment is created when ``segmentId`` is empty.
         """
-        segmentId = self.ensureSegment(segmentationNode, volumeNode, segmentId)
         mask, slices, usedAxis = self.computeVolumeMask(volumeNode, model, checkpoint, device, intensity, prompts,
                                                         axis, propagate, progress)
-        return segmentId, self.writeSegmentMask(volumeNode, segmentationNode, segmentId, mask, slices, usedAxis)
+        stats = self.writeSegmentMask(volumeNode, segmentationNode, segmentId, mask, slices, usedAxis)
+        return stats["segmentId"], stats
 
     def segmentStatistics(self, volumeNode, segmentationNode, segmentId, axis=2):
         from MedSAMSlicerLib.geometry import occupied_slices
@@ -783,6 +783,7 @@ class MedSAMSlicerTest(ScriptedLoadableModuleTest):
         self.test_RecistLinesAndBoxGiveTheLesion()
 
     def test_RecistLinesAndBoxGiveTheLesion(self):
+        from MedSAMSlicerLib.metrics import dice
         from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
 
         self.delayDisplay("Building a phantom with a known lesion")
@@ -818,9 +819,8 @@ class MedSAMSlicerTest(ScriptedLoadableModuleTest):
                                                     intensity="soft-tissue")
         logic.close()
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
-        dice = 2 * np.logical_and(mask, phantom.truth).sum() / (mask.sum() + phantom.truth.sum())
         # measured 0.9503 headless with slicer-core (4 RECIST slices and 1 box)
-        self.assertGreaterEqual(dice, 0.94)
+        self.assertGreaterEqual(dice(phantom.truth, mask), 0.94)
         self.assertAlmostEqual(stats["volumeMl"], mask.sum() * 0.8 * 0.9 * 2.5 / 1000, places=6)
         np.testing.assert_array_equal(
             slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, otherId, volumeNode), other)

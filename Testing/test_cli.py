@@ -13,6 +13,7 @@ import SimpleITK as sitk
 import slicerio
 
 from MedSAMSlicerLib.image_io import write_image
+from MedSAMSlicerLib.metrics import dice
 from MedSAMSlicerLib.prompt_file import write_prompt_file
 from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
 
@@ -23,10 +24,6 @@ def run_cli(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE_DIR), os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", "MedSAMSlicerLib", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=600)
-
-
-def dice(a, b):
-    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,9 @@ from MedSAMSlicerLib.embedding_cache import EmbeddingCache
 from MedSAMSlicerLib.embedding_worker import EmbeddingWorker
 from MedSAMSlicerLib.geometry import take_slice
 from MedSAMSlicerLib.intensity import IntensitySettings, normalize_volume
+from MedSAMSlicerLib.metrics import iou
 from MedSAMSlicerLib.model_registry import load_model
 from MedSAMSlicerLib.session import SegmentationSession
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
 
 
 @torch.no_grad()

@@ -6,13 +6,10 @@ import pytest
 from MedSAMSlicerLib.errors import PromptError
 from MedSAMSlicerLib.geometry import slice_indexer
 from MedSAMSlicerLib.intensity import IntensitySettings
+from MedSAMSlicerLib.metrics import dice
 from MedSAMSlicerLib.prompts import BoxPrompt, PromptSet
 from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
 from MedSAMSlicerLib.session import SegmentationSession
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
 @pytest.fixture(scope="module")

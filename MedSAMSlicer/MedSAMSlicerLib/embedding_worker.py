@@ -115,17 +115,21 @@ class EmbeddingWorker:
     def __exit__(self, *exc):
         self.close()
 
-    def _drop(self, job: _Job) -> None:
-        """Forget a queued job (its heap entry becomes a tombstone). Call with the lock held."""
+    @staticmethod
+    def _tombstone(job: _Job) -> None:
+        """Unlink a job from its heap entry, which stays in the heap as a tombstone."""
         if job.entry is not None:
             job.entry[2] = None
             job.entry = None
+
+    def _drop(self, job: _Job) -> None:
+        """Forget a queued job. Call with the lock held."""
+        self._tombstone(job)
         if self._jobs.get(job.key) is job:
             del self._jobs[job.key]
 
     def _push(self, job: _Job, priority: float) -> None:
-        if job.entry is not None:
-            job.entry[2] = None  # leave the old entry in the heap as a tombstone
+        self._tombstone(job)
         job.entry = [priority, next(self._sequence), job]
         heapq.heappush(self._heap, job.entry)
 
