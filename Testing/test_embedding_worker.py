@@ -39,8 +39,11 @@ class FakeModel(SliceModel):
     def prepare(self, slice_u8: np.ndarray) -> np.ndarray:
         return np.full((3, self.input_size, self.input_size), float(slice_u8.flat[0]), dtype=np.float32)
 
-    def model_boxes(self, boxes, slice_shape):
-        return boxes
+    def content_shape(self, slice_shape):
+        return slice_shape
+
+    def model_coords(self, coords, slice_shape):
+        return coords
 
     def postprocess(self, logits, slice_shape):
         raise NotImplementedError

@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--protocol", action="append", choices=PROTOCOLS, help="prompt protocol (repeatable; default box-each)")
     evaluate.add_argument("--every", type=int, default=5, help="recist-sparse: markers every K slices (default 5)")
     evaluate.add_argument("--jitter", type=int, default=0, help="box protocols: move box sides by up to N px (default 0)")
+    evaluate.add_argument("--clicks", type=int, default=5, help="iterative-points: clicks per slice (default 5)")
     evaluate.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     evaluate.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
     evaluate.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="slicing axis (default 2)")
@@ -138,8 +139,8 @@ def _evaluate(args) -> None:
     cases = _paired_cases(Path(args.images), Path(args.labels))
     names = _read_labels_map(args.labels_map)
     models = [_model_choice(text) for text in (args.model or ["lite-medsam"])]
-    if args.every < 1 or args.jitter < 0 or args.tolerance < 0:
-        raise PromptError("--every must be 1 or more, --jitter and --tolerance 0 or more")
+    if args.every < 1 or args.clicks < 1 or args.jitter < 0 or args.tolerance < 0:
+        raise PromptError("--every and --clicks must be 1 or more, --jitter and --tolerance 0 or more")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     rows, overlaid = [], set()
@@ -155,7 +156,7 @@ def _evaluate(args) -> None:
             intensity = IntensitySettings.parse(args.window, image.array, image.modality)
             with SegmentationSession(image.array, model, intensity) as session:
                 for evaluation in evaluate_case(session, labels.array, spacing_kji, args.protocol or ["box-each"],
-                                                axis=args.axis, every=args.every, jitter=args.jitter,
+                                                axis=args.axis, every=args.every, jitter=args.jitter, clicks=args.clicks,
                                                 tolerance_mm=args.tolerance):
                     label = evaluation.result.label
                     name = names.get(label, f"label {label}")
@@ -163,10 +164,10 @@ def _evaluate(args) -> None:
                     if label not in overlaid:  # one example per label: its largest slice
                         overlaid.add(label)
                         truth = labels.array == label
-                        index = max(evaluation.boxes, key=lambda i: take_slice(truth, args.axis, i).sum())
+                        index = max(evaluation.prompts, key=lambda i: take_slice(truth, args.axis, i).sum())
                         plot_overlay(output / f"overlay_label{label}.png", take_slice(session.volume_u8, args.axis, index),
                                      take_slice(truth, args.axis, index),
-                                     take_slice(evaluation.prediction, args.axis, index), evaluation.boxes[index],
+                                     take_slice(evaluation.prediction, args.axis, index), evaluation.prompts[index],
                                      f"{image_path.name}, {name}, slice {index}, {evaluation.result.protocol} ({tag})")
     if not rows:
         raise ImageError("no labelled voxels in any case: nothing to evaluate")

@@ -1,25 +1,30 @@
-"""Evaluate a model on labelled volumes under the published box and RECIST prompt protocols.
+"""Evaluate a model on labelled volumes under the published box, point and RECIST prompt protocols.
 
 For each target, prompts are simulated from its ground truth (``prompt_simulation``), the volume is
 segmented through a ``SegmentationSession`` (so embeddings are shared between protocols), and
-3D DSC, IoU and NSD are measured. The prompt boxes themselves, filled, are scored too: this
-box-fill baseline shows what the model adds to the prompt.
+3D DSC, IoU and NSD are measured. For box prompts the boxes themselves, filled, are scored too:
+this box-fill baseline shows what the model adds to the prompt. Click prompts of SAM models are
+answered with three candidate masks of which an oracle keeps the one closest to the truth, as the
+SAM study did; MedSAM models were trained single-mask and give one.
 """
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from .geometry import array_dim, in_plane_axes, occupied_slices, slice_indexer, take_slice
 from .interpolation import interpolate_boxes
 from .metrics import dice, iou, normalized_surface_dice
-from .prompt_simulation import recist_from_truth, simulate
+from .prompt_simulation import PointPrompt, next_iterative_point, recist_from_truth, simulate
 from .session import SegmentationSession
+from .slice_model import SliceModel
 
 BOX_PROTOCOLS = ("box-each", "box-largest", "box-all")
-PROTOCOLS = BOX_PROTOCOLS + ("recist-sparse",)
+POINT_PROTOCOLS = ("point-largest", "point-each", "iterative-points")
+PROTOCOLS = BOX_PROTOCOLS + POINT_PROTOCOLS + ("recist-sparse",)
 
 
 @dataclass
@@ -33,17 +38,17 @@ class TargetResult:
     nsd: float
     slices: int
     seconds: float
-    box_fill_dsc: float
+    box_fill_dsc: float  # NaN for click protocols, which have no box
     box_fill_nsd: float
 
 
 @dataclass
 class TargetEvaluation:
-    """A scored target with what produced the score: the model's mask and the prompt boxes per slice."""
+    """A scored target with what produced the score: the model's mask and the prompts per slice (boxes or clicks)."""
 
     result: TargetResult
     prediction: np.ndarray
-    boxes: Dict[int, List[np.ndarray]]
+    prompts: Dict[int, list]
 
 
 def fill_boxes(shape, boxes: Sequence[np.ndarray]) -> np.ndarray:
@@ -54,35 +59,71 @@ def fill_boxes(shape, boxes: Sequence[np.ndarray]) -> np.ndarray:
     return mask
 
 
+def oracle_mask(model: SliceModel, embedding: torch.Tensor, clicks: Sequence[PointPrompt],
+                truth: np.ndarray) -> np.ndarray:
+    """The mask of one click prompt on a slice; of SAM's three candidates, the one with the best Dice to ``truth``."""
+    candidates, _ = model.decode_points(embedding, [(p.x, p.y) for p in clicks], [p.positive for p in clicks],
+                                        truth.shape, multimask=model.multimask_oracle)
+    return max(candidates, key=lambda candidate: dice(truth, candidate))
+
+
+def iterative_clicks(model: SliceModel, embedding: torch.Tensor, truth: np.ndarray,
+                     clicks: int) -> Tuple[List[PointPrompt], np.ndarray]:
+    """Up to ``clicks`` corrective clicks on one slice, each at the deepest pixel of the current error region."""
+    points: List[PointPrompt] = []
+    prediction = np.zeros(truth.shape, dtype=bool)
+    for _ in range(clicks):
+        point = next_iterative_point(truth, prediction)
+        if point is None:
+            break
+        points.append(point)
+        prediction = oracle_mask(model, embedding, points, truth)
+    return points, prediction
+
+
 def evaluate_target(session: SegmentationSession, truth_kji: np.ndarray, spacing_kji: Sequence[float],
                     protocol: str, label: int = 1, axis: int = 2, every: int = 5, jitter: int = 0,
-                    tolerance_mm: float = 2.0, rng: Optional[np.random.Generator] = None) -> TargetEvaluation:
+                    clicks: int = 5, tolerance_mm: float = 2.0,
+                    rng: Optional[np.random.Generator] = None) -> TargetEvaluation:
     """Segment one target (``truth_kji`` is its mask) under ``protocol`` and score it against the truth."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if clicks < 1:
+        raise ValueError(f"clicks must be 1 or more, got {clicks}")
     truth = np.asarray(truth_kji, dtype=bool)
     rng = rng if rng is not None else np.random.default_rng(0)
     started = time.perf_counter()
     prediction = np.zeros(truth.shape, dtype=bool)
-    box_fill = np.zeros(truth.shape, dtype=bool)
     if protocol == "recist-sparse":
         spacing_xy = tuple(float(spacing_kji[array_dim(a)]) for a in in_plane_axes(axis))
         prompts = recist_from_truth(truth, every, axis, spacing_xy, label)
         prediction = session.segment(prompts)[label].mask if prompts.prompts else prediction
-        plans = {index: boxes for index, boxes in
-                 interpolate_boxes(prompts.key_boxes(truth.shape).get(label, {})).items()}
+        plans = dict(interpolate_boxes(prompts.key_boxes(truth.shape).get(label, {})))
     else:
-        occupied = occupied_slices(truth, axis)
-        plans = {int(index): simulate(take_slice(truth, axis, int(index)), protocol, jitter, rng) for index in occupied}
-        futures = session.prefetch(sorted(plans), axis)
+        occupied = [int(index) for index in occupied_slices(truth, axis)]
+        futures = session.prefetch(occupied, axis)
+        plans = {}
+        for index in occupied:
+            truth_slice, embedding = take_slice(truth, axis, index), futures[index].result()
+            if protocol == "iterative-points":
+                plans[index], mask = iterative_clicks(session.model, embedding, truth_slice, clicks)
+            elif protocol in POINT_PROTOCOLS:
+                plans[index] = simulate(truth_slice, protocol, rng=rng)
+                mask = oracle_mask(session.model, embedding, plans[index], truth_slice)
+            else:
+                plans[index] = simulate(truth_slice, protocol, jitter, rng)
+                mask = session.segment_slice(index, plans[index], axis, embedding)
+            prediction[slice_indexer(axis, index)] = mask
+    box_fill_dsc = box_fill_nsd = float("nan")
+    if protocol not in POINT_PROTOCOLS:
+        box_fill = np.zeros(truth.shape, dtype=bool)
         for index, boxes in plans.items():
-            prediction[slice_indexer(axis, index)] = session.segment_slice(index, boxes, axis, futures[index].result())
-    for index, boxes in plans.items():
-        box_fill[slice_indexer(axis, index)] = fill_boxes(take_slice(truth, axis, index).shape, boxes)
+            box_fill[slice_indexer(axis, index)] = fill_boxes(take_slice(truth, axis, index).shape, boxes)
+        box_fill_dsc = dice(truth, box_fill)
+        box_fill_nsd = normalized_surface_dice(truth, box_fill, tolerance_mm, spacing_kji)
     result = TargetResult(label, protocol, dice(truth, prediction), iou(truth, prediction),
                           normalized_surface_dice(truth, prediction, tolerance_mm, spacing_kji), len(plans),
-                          time.perf_counter() - started, dice(truth, box_fill),
-                          normalized_surface_dice(truth, box_fill, tolerance_mm, spacing_kji))
+                          time.perf_counter() - started, box_fill_dsc, box_fill_nsd)
     return TargetEvaluation(result, prediction, plans)
 
 

@@ -12,6 +12,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from .evaluation import TargetResult
+from .prompt_simulation import PointPrompt
 
 COLUMNS = ["case", "model", "label", "name", "protocol", "dsc", "nsd", "iou", "slices", "seconds",
            "box_fill_dsc", "box_fill_nsd"]
@@ -44,7 +45,7 @@ def summary_lines(rows: Sequence[Row]) -> List[str]:
         groups.setdefault((row.model, row.result.protocol, row.name), []).append(row)
     lines = [f"{'model':<16} {'protocol':<14} {'label':<12} {'n':>3} {'DSC':>13} {'NSD':>13} {'box-fill DSC':>13}"]
     for (model, protocol, name), members in sorted(groups.items()):
-        stats = lambda values: f"{np.mean(values):.3f}+/-{np.std(values):.3f}"  # noqa: E731
+        stats = lambda values: "-" if np.isnan(values).all() else f"{np.mean(values):.3f}+/-{np.std(values):.3f}"  # noqa: E731
         lines.append(f"{model:<16} {protocol:<14} {name:<12} {len(members):>3} "
                      f"{stats([r.result.dsc for r in members]):>13} {stats([r.result.nsd for r in members]):>13} "
                      f"{stats([r.result.box_fill_dsc for r in members]):>13}")
@@ -82,7 +83,8 @@ def plot_dsc(path: Path, rows: Sequence[Row]) -> None:
     groups: Dict[str, List[float]] = {}
     for row in rows:
         groups.setdefault(f"{row.name}\n{row.result.protocol}\n{row.model}", []).append(row.result.dsc)
-        groups.setdefault(f"{row.name}\n{row.result.protocol}\nbox fill", []).append(row.result.box_fill_dsc)
+        if not np.isnan(row.result.box_fill_dsc):  # click protocols have no box
+            groups.setdefault(f"{row.name}\n{row.result.protocol}\nbox fill", []).append(row.result.box_fill_dsc)
     figure, axes = plt.subplots(figsize=(max(4.0, 1.3 * len(groups)), 4.0))
     axes.boxplot(list(groups.values()))
     axes.set_xticks(range(1, len(groups) + 1), list(groups), fontsize=7)
@@ -95,8 +97,11 @@ def plot_dsc(path: Path, rows: Sequence[Row]) -> None:
 
 
 def plot_overlay(path: Path, image_slice: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
-                 boxes: Sequence[np.ndarray], title: str) -> None:
-    """One slice with the truth outline (green), the model's mask outline (red) and the prompt boxes (yellow)."""
+                 prompts: Sequence, title: str) -> None:
+    """One slice with the truth outline (green), the model's mask outline (red) and the prompts (yellow).
+
+    ``prompts`` are boxes ``(x0, y0, x1, y1)`` or clicks (``PointPrompt``: + adds, x removes).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -107,8 +112,12 @@ def plot_overlay(path: Path, image_slice: np.ndarray, truth: np.ndarray, predict
     for mask, colour in ((truth, "lime"), (prediction, "red")):
         if mask.any():
             axes.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1)
-    for x0, y0, x1, y1 in boxes:
-        axes.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=1))
+    for prompt in prompts:
+        if isinstance(prompt, PointPrompt):
+            axes.plot(prompt.x, prompt.y, "+" if prompt.positive else "x", color="yellow", markersize=9)
+        else:
+            x0, y0, x1, y1 = prompt
+            axes.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=1))
     axes.set_title(title, fontsize=9)
     axes.axis("off")
     figure.tight_layout()

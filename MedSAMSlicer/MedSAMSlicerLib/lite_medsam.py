@@ -2,7 +2,7 @@
 
 The slice is resized with OpenCV's area interpolation so that its longest side is 256, min-max
 normalised, and zero-padded bottom/right to 256x256. Boxes scale by ``256 / max(H, W)`` and are
-truncated to integers, as the published code does. The 256x256 logits are cropped to the
+truncated to integers, as the published code does (click points likewise). The 256x256 logits are cropped to the
 unpadded region, resized bilinearly to the slice, and thresholded at sigmoid 0.5.
 """
 
@@ -34,12 +34,15 @@ class LiteMedSamSliceModel(SliceModel):
         padded[:new_h, :new_w] = normalised
         return np.broadcast_to(padded, (3,) + padded.shape)
 
-    def model_boxes(self, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+    def content_shape(self, slice_shape: Tuple[int, int]) -> Tuple[int, int]:
+        return resized_shape(slice_shape, self.input_size)
+
+    def model_coords(self, coords: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
         ratio = self.input_size / max(slice_shape)
-        return np.trunc(boxes * ratio)
+        return np.trunc(coords * ratio)
 
     def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
-        new_h, new_w = resized_shape(slice_shape, self.input_size)
+        new_h, new_w = self.content_shape(slice_shape)
         logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         logits = F.interpolate(logits[..., :new_h, :new_w], size=tuple(slice_shape), mode="bilinear", align_corners=False)
-        return torch.sigmoid(logits)[:, 0] > 0.5
+        return torch.sigmoid(logits) > 0.5

@@ -26,10 +26,13 @@ class MedSamVitSliceModel(SliceModel):
         normalised = min_max_normalise(resized)
         return np.broadcast_to(normalised.astype(np.float32), (3,) + normalised.shape)
 
-    def model_boxes(self, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+    def content_shape(self, slice_shape: Tuple[int, int]) -> Tuple[int, int]:
+        return self.input_size, self.input_size  # stretched, never padded
+
+    def model_coords(self, coords: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
         height, width = slice_shape
-        return boxes / np.array([width, height, width, height]) * self.input_size
+        return coords / np.array([width, height]) * self.input_size
 
     def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
         probabilities = F.interpolate(torch.sigmoid(logits), size=tuple(slice_shape), mode="bilinear", align_corners=False)
-        return probabilities[:, 0] > 0.5
+        return probabilities > 0.5

@@ -17,6 +17,7 @@ from .slice_model import SliceModel
 
 class SamVitSliceModel(SliceModel):
     input_size = 1024
+    multimask_oracle = True  # SAM answers an ambiguous click with three masks; the evaluation's oracle picks one
 
     def __init__(self, model_id: str, sam: Sam, device: torch.device, fingerprint: str):
         super().__init__(model_id, sam.image_encoder, sam.prompt_encoder, sam.mask_decoder, device, fingerprint)
@@ -32,10 +33,12 @@ class SamVitSliceModel(SliceModel):
         padded[:, :normalised.shape[1], :normalised.shape[2]] = normalised
         return padded.numpy()
 
-    def model_boxes(self, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
-        return self.transform.apply_boxes(boxes, tuple(slice_shape))
+    def content_shape(self, slice_shape: Tuple[int, int]) -> Tuple[int, int]:
+        return self.transform.get_preprocess_shape(slice_shape[0], slice_shape[1], self.input_size)
+
+    def model_coords(self, coords: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        return self.transform.apply_coords(coords, tuple(slice_shape))
 
     def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
-        input_size = self.transform.get_preprocess_shape(slice_shape[0], slice_shape[1], self.input_size)
-        masks = self.sam.postprocess_masks(logits, input_size, tuple(slice_shape))
-        return masks[:, 0] > self.sam.mask_threshold
+        masks = self.sam.postprocess_masks(logits, self.content_shape(slice_shape), tuple(slice_shape))
+        return masks > self.sam.mask_threshold

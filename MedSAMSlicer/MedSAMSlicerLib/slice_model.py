@@ -6,8 +6,9 @@ each published pipeline's own resampling, box mapping and mask post-processing.
 """
 
 from abc import ABC, abstractmethod
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -25,6 +26,8 @@ class SliceModel(ABC):
 
     #: side of the square model input, pixels
     input_size: int = 1024
+    #: whether click prompts are scored with three candidate masks (SAM) or one (MedSAM, trained single-mask)
+    multimask_oracle: bool = False
 
     def __init__(self, model_id: str, image_encoder: nn.Module, prompt_encoder: nn.Module,
                  mask_decoder: nn.Module, device: torch.device, fingerprint: str):
@@ -45,12 +48,37 @@ class SliceModel(ABC):
         """The model input ``(3, S, S)`` float32 for one ``(H, W)`` uint8 slice."""
 
     @abstractmethod
+    def content_shape(self, slice_shape: Tuple[int, int]) -> Tuple[int, int]:
+        """``(h, w)`` of the slice's content inside the ``(S, S)`` input (the rest is padding)."""
+
+    @abstractmethod
+    def model_coords(self, coords: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        """Points ``(N, 2)`` ``(x, y)`` in slice pixels mapped to the model's input space."""
+
     def model_boxes(self, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
-        """Boxes ``(N, 4)`` in slice pixels mapped to the model's input space."""
+        """Boxes ``(N, 4)`` in slice pixels mapped to the model's input space (their two corners as points)."""
+        return self.model_coords(np.asarray(boxes, dtype=float).reshape(-1, 2), slice_shape).reshape(-1, 4)
 
     @abstractmethod
     def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
-        """Decoder logits ``(N, 1, 256, 256)`` to foreground masks ``(N, H, W)`` (bool)."""
+        """Decoder logits ``(N, C, 256, 256)`` to foreground masks ``(N, C, H, W)`` (bool)."""
+
+    def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
+        """A slice's ``(H, W)`` mask in the ``(S, S)`` input frame (nearest neighbour, zero padding): the training target."""
+        height, width = self.content_shape(mask.shape)
+        resized = cv2.resize(np.ascontiguousarray(mask, dtype=np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+        target = np.zeros((self.input_size, self.input_size), dtype=np.float32)
+        target[:height, :width] = resized
+        return target
+
+    @property
+    def parts(self) -> Dict[str, nn.Module]:
+        return {"image_encoder": self.image_encoder, "prompt_encoder": self.prompt_encoder, "mask_decoder": self.mask_decoder}
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The weights as the network's own state dict (what ``load_model(..., checkpoint=)`` reads back)."""
+        return {f"{name}.{key}": value.detach().cpu().clone()
+                for name, part in self.parts.items() for key, value in part.state_dict().items()}
 
     @torch.inference_mode()
     def encode(self, batch: np.ndarray) -> torch.Tensor:
@@ -58,17 +86,41 @@ class SliceModel(ABC):
         images = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         return self.image_encoder(images).float().cpu()
 
+    def logits(self, embedding: torch.Tensor, boxes: Optional[torch.Tensor] = None,
+               points: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+               multimask: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution logits ``(N, C, 256, 256)`` and predicted IoUs ``(N, C)`` for one embedding ``(256, 64, 64)``.
+
+        ``boxes`` ``(N, 4)`` and ``points`` (coordinates ``(N, P, 2)``, labels ``(N, P)``) are in model input space.
+        Gradients flow (training uses this); ``decode`` and ``decode_points`` wrap it for inference.
+        """
+        sparse, dense = self.prompt_encoder(points=points, boxes=None if boxes is None else boxes[:, None, :], masks=None)
+        return self.mask_decoder(
+            image_embeddings=embedding.to(self.device, torch.float32)[None],
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+
     @torch.inference_mode()
     def decode(self, embedding: torch.Tensor, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
         """Masks ``(N, H, W)`` bool for ``N`` boxes ``(x0, y0, x1, y1)`` on one slice's embedding ``(256, 64, 64)``."""
         boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
         box_tensor = torch.as_tensor(self.model_boxes(boxes, slice_shape), dtype=torch.float, device=self.device)
-        sparse, dense = self.prompt_encoder(points=None, boxes=box_tensor[:, None, :], masks=None)
-        logits, _ = self.mask_decoder(
-            image_embeddings=embedding.to(self.device, torch.float32)[None],
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-        return self.postprocess(logits, slice_shape).cpu().numpy()
+        logits, _ = self.logits(embedding, boxes=box_tensor)
+        return self.postprocess(logits, slice_shape)[:, 0].cpu().numpy()
+
+    @torch.inference_mode()
+    def decode_points(self, embedding: torch.Tensor, points: np.ndarray, positive: np.ndarray,
+                      slice_shape: Tuple[int, int], multimask: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        """One prompt made of clicks ``(P, 2)`` ``(x, y)`` (``positive`` says which add, which remove).
+
+        Returns candidate masks ``(C, H, W)`` bool and their predicted IoUs ``(C,)``: C is 3 with
+        ``multimask`` (SAM's answer to an ambiguous click), else 1.
+        """
+        coords = self.model_coords(np.asarray(points, dtype=float).reshape(-1, 2), slice_shape)
+        coords = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
+        labels = torch.as_tensor(np.asarray(positive, dtype=int).reshape(1, -1), device=self.device)
+        logits, scores = self.logits(embedding, points=(coords, labels), multimask=multimask)
+        return self.postprocess(logits, slice_shape)[0].cpu().numpy(), scores[0].float().cpu().numpy()
