@@ -175,4 +175,4 @@ def test_evaluate_refuses_an_image_without_labels(tmp_path):
     phantom = make_phantom(size=(16, 16, 3), radii_mm=(4.0, 4.0, 4.0))
     write_image(tmp_path / "images" / "a.nrrd", phantom.image, phantom.geometry)
     result = run_cli("evaluate", "--images", tmp_path / "images", "--labels", tmp_path / "labels", "-o", tmp_path / "r")
-    assert result.returncode == 2 and "image a.nrrd has no label volume" in result.stderr
+    assert result.returncode == 2 and "image a.nrrd has no label file" in result.stderr

@@ -3,6 +3,7 @@
     medsam-slicer segment IMAGE --prompts PROMPTS.json -o OUTPUT.seg.nrrd
     medsam-slicer sample DIR          # write a phantom CT, its truth and RECIST prompts
     medsam-slicer evaluate --images DIR --labels DIR --protocol box-each -o REPORT
+    medsam-slicer train --images DIR --labels DIR --epochs 10 -o RUN_DIR
     medsam-slicer models              # list the model ids
 
 Bad input exits with status 2 and one line on stderr; no partial output file is left behind.
@@ -63,6 +64,40 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="slicing axis (default 2)")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("-o", "--output", required=True, help="report folder (CSV, summary, PNG plots)")
+
+    from .trainer import TRAIN_MODES, TrainingConfig
+
+    defaults = TrainingConfig()
+    train = commands.add_parser("train", help="fine-tune a model on labelled volumes (decoder only by default)")
+    train.add_argument("--images", required=True, help="folder of images (NIfTI, NRRD, MHA; or 2D PNG/TIFF)")
+    train.add_argument("--labels", required=True, help="folder of label images, named as the images")
+    train.add_argument("--model", default=DEFAULT_MODEL, choices=("lite-medsam", "medsam-vit-b"),
+                       help=f"default {DEFAULT_MODEL}")
+    train.add_argument("--checkpoint", help="starting weights (required for medsam-vit-b)")
+    train.add_argument("--train", default=defaults.train, choices=TRAIN_MODES,
+                       help="what is trained: the mask decoder (default; embeddings computed once) or the image encoder too")
+    train.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"slices per batch (default {defaults.batch_size})")
+    train.add_argument("--accumulate", type=int, default=defaults.accumulate, help="batches per optimizer step (default 1)")
+    train.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate (default 1e-4)")
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay (default 0.01)")
+    train.add_argument("--jitter", type=int, default=defaults.jitter, help="loosen box sides by 0..N px (default 20)")
+    train.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
+                       help="share of the cases held out to validate on (default 0.2; at least one case)")
+    train.add_argument("--validation-case", action="append", default=[], metavar="FILE",
+                       help="validate on this image file instead of a random share (repeatable)")
+    train.add_argument("--seed", type=int, default=defaults.seed, help="split, shuffle and jitter seed (default 0)")
+    train.add_argument("--window", default=defaults.window, help="intensity, as for segment (default auto)")
+    train.add_argument("--axis", type=int, choices=(0, 1, 2), default=defaults.axis, help="slicing axis (default 2)")
+    train.add_argument("--min-object-voxels", type=int, default=defaults.min_object_voxels,
+                       help=f"drop ground-truth 3D objects smaller than this (default {defaults.min_object_voxels})")
+    train.add_argument("--min-object-pixels", type=int, default=defaults.min_object_pixels,
+                       help=f"drop ground-truth 2D objects smaller than this (default {defaults.min_object_pixels})")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
+    train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    train.add_argument("-o", "--output", required=True, help="run folder: checkpoint, model.pth, log CSV, curves PNG")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     commands.add_parser("models", help="list the model ids")
     return parser
@@ -131,12 +166,12 @@ def _evaluate(args) -> None:
     from .evaluation import evaluate_case
     from .evaluation_report import Row, plot_dsc, plot_overlay, summary_lines, wilcoxon_lines, write_csv
     from .geometry import take_slice
-    from .image_io import read_image
+    from .image_io import paired_images, read_image
     from .intensity import IntensitySettings
     from .model_registry import load_model
     from .session import SegmentationSession
 
-    cases = _paired_cases(Path(args.images), Path(args.labels))
+    cases = paired_images(args.images, args.labels)
     names = _read_labels_map(args.labels_map)
     models = [_model_choice(text) for text in (args.model or ["lite-medsam"])]
     if args.every < 1 or args.clicks < 1 or args.jitter < 0 or args.tolerance < 0:
@@ -179,23 +214,37 @@ def _evaluate(args) -> None:
     print(f"wrote {output / 'scores.csv'}, summary.txt, dsc_boxplot.png and {len(overlaid)} overlay(s)")
 
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+def _train(args) -> None:
+    from tqdm import tqdm
 
+    from .trainer import Distributed, TrainingConfig, train
 
-def _paired_cases(images: Path, labels: Path):
-    """(image, label) file pairs matched by file name; every image needs its label volume."""
-    for folder, what in ((images, "--images"), (labels, "--labels")):
-        if not folder.is_dir():
-            raise ImageError(f"{what} {folder} is not a folder")
-    pairs = []
-    for image in sorted(p for p in images.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)):
-        label = labels / image.name
-        if not label.is_file():
-            raise ImageError(f"image {image.name} has no label volume {label}")
-        pairs.append((image, label))
-    if not pairs:
-        raise ImageError(f"--images {images} holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    return pairs
+    config = TrainingConfig(
+        model=args.model, checkpoint=args.checkpoint, train=args.train, epochs=args.epochs, batch_size=args.batch_size,
+        accumulate=args.accumulate, learning_rate=args.lr, weight_decay=args.weight_decay, jitter=args.jitter,
+        validation_fraction=args.validation_fraction, validation_cases=tuple(args.validation_case), seed=args.seed,
+        window=args.window, axis=args.axis, min_object_voxels=args.min_object_voxels,
+        min_object_pixels=args.min_object_pixels, device=args.device, amp=not args.no_amp)
+    bars = {}
+    quiet = args.quiet or not Distributed.from_environment().main
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if quiet:
+            return
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(desc=stage, total=total, unit="slice" if "slice" in stage else "step",
+                                     file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bars.pop(stage).close()
+
+    result = train(config, args.images, args.labels, args.output, resume=args.resume, progress=progress,
+                   log=lambda line: tqdm.write(line, file=sys.stdout))
+    start = result.history[0]["val_dsc"]
+    print(f"validation DSC {start:.4f} at the start, best {result.best_dsc:.4f} at epoch {result.best_epoch}; "
+          f"wrote {result.model_file} (load it with segment --model {config.model} --checkpoint), "
+          f"training_log.csv and training_curves.png")
 
 
 def _read_labels_map(path):
@@ -231,7 +280,8 @@ def _models(args) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"segment": _segment, "sample": _sample, "evaluate": _evaluate, "models": _models}[args.command](args)
+        {"segment": _segment, "sample": _sample, "evaluate": _evaluate, "train": _train,
+         "models": _models}[args.command](args)
     except MedSAMError as error:
         print(f"medsam-slicer: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

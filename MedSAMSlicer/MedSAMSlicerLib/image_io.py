@@ -11,7 +11,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -139,3 +139,24 @@ def _write_array(path: Path, array: np.ndarray, geometry: ImageGeometry) -> None
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
     sitk.WriteImage(image, str(path), useCompression=True)
+
+
+#: Image files a folder of cases may hold
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff")
+
+
+def paired_images(images: PathLike, labels: PathLike) -> List[Tuple[Path, Path]]:
+    """(image, label) file pairs matched by file name; every image needs its label file."""
+    images, labels = Path(images), Path(labels)
+    for folder, what in ((images, "--images"), (labels, "--labels")):
+        if not folder.is_dir():
+            raise ImageError(f"{what} {folder} is not a folder")
+    pairs = []
+    for image in sorted(p for p in images.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)):
+        label = labels / image.name
+        if not label.is_file():
+            raise ImageError(f"image {image.name} has no label file {label}")
+        pairs.append((image, label))
+    if not pairs:
+        raise ImageError(f"--images {images} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    return pairs

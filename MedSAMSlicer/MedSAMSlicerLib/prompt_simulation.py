@@ -66,6 +66,19 @@ def jitter_box(box: np.ndarray, pixels: int, shape: Tuple[int, int], rng: np.ran
     return np.array([x0, y0, x1, y1], dtype=float)
 
 
+def loosen_box(box: np.ndarray, pixels: int, shape: Tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Each side moved outward by a random whole number of pixels in [0, pixels], kept inside the slice.
+
+    This is how the MedSAM training script perturbed its ground-truth boxes (0-20 px), so the model
+    learns to tolerate a box drawn loosely around the target.
+    """
+    if pixels <= 0:
+        return box
+    height, width = shape
+    shift = rng.integers(0, pixels + 1, size=4) * np.array([-1, -1, 1, 1])
+    return np.clip(box + shift, 0, [width - 1, height - 1, width - 1, height - 1]).astype(float)
+
+
 def simulate(mask: np.ndarray, mode: str, jitter: int = 0, rng: Optional[np.random.Generator] = None) -> list:
     """The prompts of one slice for ``mode``: PointPrompts for point modes, boxes for box modes."""
     if mode not in MODES:
