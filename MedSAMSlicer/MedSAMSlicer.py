@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import vtk
@@ -758,13 +759,95 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
     def exportSegmentation(self, path, volumeNode, segmentationNode):
         """Write every segment as a ``.seg.nrrd`` in the volume's geometry."""
         from MedSAMSlicerLib.image_io import write_segmentation
-        segmentation = segmentationNode.GetSegmentation()
-        masks, names = {}, {}
-        for n in range(segmentation.GetNumberOfSegments()):
-            segmentId = segmentation.GetNthSegmentID(n)
-            masks[n + 1] = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
-            names[n + 1] = segmentation.GetSegment(segmentId).GetName()
+        masks, names = self.segmentMasks(volumeNode, segmentationNode)
         write_segmentation(path, masks, self.volumeGeometry(volumeNode), names)
+
+    def segmentMasks(self, volumeNode, segmentationNode, segmentIds=None):
+        """``({label: [k, j, i] mask}, {label: name})`` on the volume's grid; label n is the n-th segment (or of ``segmentIds``)."""
+        segmentation = segmentationNode.GetSegmentation()
+        if not segmentIds:
+            segmentIds = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+        masks, names = {}, {}
+        for label, segmentId in enumerate(segmentIds, start=1):
+            if segmentation.GetSegment(segmentId) is None:
+                raise ValueError(f"segment {segmentId!r} is not in {segmentationNode.GetName()}")
+            masks[label] = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
+            names[label] = segmentation.GetSegment(segmentId).GetName()
+        return masks, names
+
+    def segmentLabels(self, volumeNode, segmentationNode, segmentIds=None):
+        """The segments as one label array ``[k, j, i]`` (where they overlap, the later segment wins) and their names."""
+        masks, names = self.segmentMasks(volumeNode, segmentationNode, segmentIds)
+        labels = np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, dtype=np.uint16)
+        for label, mask in masks.items():
+            labels[mask] = label
+        return labels, names
+
+    # --- training and evaluation (long: they run on a thread and return a BackgroundJob)
+
+    def train(self, cases, runDir, progress=None, resume=False, **settings):
+        """Fine-tune a model on segmentations made in the scene, off the main thread.
+
+        ``cases``: ``(volumeNode, segmentationNode)`` or ``(volumeNode, segmentationNode, segmentIds)`` tuples;
+        splits are by case, so at least two are needed. Each is written here (MRML is read on the main thread)
+        as an image and a label file under ``runDir/data``; training then runs on a thread. ``settings`` are
+        ``TrainingConfig`` fields (model, checkpoint, train, epochs, batch_size, jitter, ...). ``progress(stage,
+        done, total)`` is called from that thread. Returns a BackgroundJob whose result is a ``TrainingResult``
+        (its ``model_file`` loads as a checkpoint)::
+
+            job = logic.train([(ct1, seg1), (ct2, seg2), (ct3, seg3)], "/data/run1", epochs=5)
+            job.wait(); print(job.result().history)
+        """
+        from MedSAMSlicerLib.background_job import BackgroundJob
+        from MedSAMSlicerLib.image_io import write_image
+        from MedSAMSlicerLib.trainer import TrainingConfig, check_run_folder, train
+        config = TrainingConfig(**settings)
+        config.check()
+        check_run_folder(runDir, resume)
+        data = Path(runDir) / "data"
+        for number, (volumeNode, segmentationNode, *segmentIds) in enumerate(cases):
+            labels, _ = self.segmentLabels(volumeNode, segmentationNode, segmentIds[0] if segmentIds else None)
+            name = f"case{number:03d}.nrrd"
+            geometry = self.volumeGeometry(volumeNode)
+            write_image(data / "images" / name, slicer.util.arrayFromVolume(volumeNode), geometry)
+            write_image(data / "labels" / name, labels, geometry)
+
+        def work(report):
+            def relay(stage, done, total):
+                report(done, total, stage)
+                if progress is not None:
+                    progress(stage, done, total)
+            return train(config, data / "images", data / "labels", runDir, resume, relay, logging.info)
+        return BackgroundJob(work, "MedSAM training")
+
+    def evaluate(self, volumeNode, segmentationNode, reportDir, segmentIds=None, models=("lite-medsam",),
+                 progress=None, **options):
+        """Score models on the scene's segments as ground truth under the published prompt protocols, off the main thread.
+
+        ``models`` are ids or ``id=checkpoint`` (e.g. a fine-tuned ``model.pth``, to compare before and after);
+        ``options`` are ``EvaluationOptions`` fields (protocols, every, jitter, clicks, tolerance_mm, window, axis,
+        device). The report (scores.csv, summary.txt, PNG plots) goes to ``reportDir``. Returns a BackgroundJob
+        whose result is the list of scored rows::
+
+            job = logic.evaluate(ct, seg, "/data/report", models=["lite-medsam", "lite-medsam=/data/run1/model.pth"],
+                                 protocols=["box-each", "recist-sparse"])
+        """
+        from MedSAMSlicerLib.background_job import BackgroundJob
+        from MedSAMSlicerLib.cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
+        evaluationOptions = EvaluationOptions(**options)
+        evaluationOptions.check()
+        labels, names = self.segmentLabels(volumeNode, segmentationNode, segmentIds)
+        data = LabelledImage(np.array(slicer.util.arrayFromVolume(volumeNode)), labels,
+                             tuple(reversed(volumeNode.GetSpacing())))
+        case = EvaluationCase(volumeNode.GetName(), lambda: data)
+
+        def work(report):
+            def relay(stage, done, total):
+                report(done, total, stage)
+                if progress is not None:
+                    progress(stage, done, total)
+            return evaluate_cohort([case], list(models), Path(reportDir), evaluationOptions, names, relay)
+        return BackgroundJob(work, "MedSAM evaluation")
 
 
 #

