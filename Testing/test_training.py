@@ -168,3 +168,53 @@ def test_the_exported_model_loads_in_segment_and_segments_better(training_set, f
     # Measured: 3D Dice against the margin label 0.7005 with the embedded model, 0.7949 fine-tuned (RECIST boxes are
     # looser, +5 px, than the 0-3 px the model was tuned with).
     assert scores["tuned"] >= scores["start"] + 0.05
+
+
+def test_encoder_and_decoder_train_together_without_precomputed_embeddings(training_set, tmp_path):
+    from MedSAMSlicerLib.model_registry import load_model
+
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+        for name in ("case0.nrrd", "case1.nrrd"):
+            shutil.copy(training_set / folder / name, tmp_path / folder / name)
+    result = train(config(train="encoder+decoder", epochs=1, batch_size=8, validation_cases=("case1.nrrd",)),
+                   tmp_path / "images", tmp_path / "labels", tmp_path / "run")
+    assert [row["epoch"] for row in result.history] == [0, 1]
+    assert not any((tmp_path / "run" / EMBEDDINGS_DIR).iterdir())  # a trained encoder's embeddings are never cached
+    state = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["model"]
+    start = load_model("lite-medsam", device="cpu").state_dict()
+    changed = {prefix: any(not torch.equal(state[k], start[k]) for k in start if k.startswith(prefix))
+               for prefix in ("image_encoder.", "prompt_encoder.", "mask_decoder.")}
+    assert changed == {"image_encoder.": True, "prompt_encoder.": False, "mask_decoder.": True}
+
+
+def test_2d_images_with_masks_are_one_slice_cases(tmp_path):
+    import SimpleITK as sitk
+
+    from MedSAMSlicerLib.training_data import load_case, samples_of
+
+    image = np.full((60, 80), 20, dtype=np.uint8)
+    mask = np.zeros((60, 80), dtype=np.uint8)
+    image[20:40, 30:60] = 200
+    mask[20:40, 30:60] = 1
+    mask[2:4, 2:4] = 1  # a 4-pixel speck: cleaned away
+    for folder, array in (("images", image), ("labels", mask)):
+        (tmp_path / folder).mkdir()
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / folder / "slice.png"))
+    case = load_case(tmp_path / "images" / "slice.png", tmp_path / "labels" / "slice.png",
+                     min_object_voxels=1000, min_object_pixels=10)
+    assert case.labels.shape == (1, 60, 80) and case.labels.sum() == 20 * 30
+    assert samples_of([case]) == [type(samples_of([case])[0])(0, 1, 0)]
+    with pytest.raises(SettingsError, match="slice.png is a 2D image: it can only be cut along axis 2"):
+        load_case(tmp_path / "images" / "slice.png", tmp_path / "labels" / "slice.png", axis=0)
+
+
+def test_bad_training_settings_are_refused_with_their_names(training_set, tmp_path):
+    with pytest.raises(SettingsError, match="--train must be one of decoder, encoder\\+decoder"):
+        train(config(train="everything"), training_set / "images", training_set / "labels", tmp_path / "r")
+    with pytest.raises(SettingsError, match="epochs must be 1 or more, got 0"):
+        train(config(epochs=0), training_set / "images", training_set / "labels", tmp_path / "r")
+    with pytest.raises(SettingsError, match="cannot resume: .* holds no checkpoint.pth"):
+        train(config(), training_set / "images", training_set / "labels", tmp_path / "r", resume=True)
+    with pytest.raises(SettingsError, match="the training cases hold no labelled slice after ground-truth cleaning"):
+        train(config(min_object_voxels=10 ** 6), training_set / "images", training_set / "labels", tmp_path / "r")
