@@ -203,7 +203,8 @@ def _train(args) -> None:
         window=args.window, axis=args.axis, min_object_voxels=args.min_object_voxels,
         min_object_pixels=args.min_object_pixels, device=args.device, amp=not args.no_amp)
     bars = {}
-    quiet = args.quiet or not Distributed.from_environment().main
+    main_process = Distributed.from_environment().main  # under torchrun only the first process reports
+    quiet = args.quiet or not main_process
 
     def progress(stage: str, done: int, total: int) -> None:
         if quiet:
@@ -218,6 +219,8 @@ def _train(args) -> None:
 
     result = train(config, args.images, args.labels, args.output, resume=args.resume, progress=progress,
                    log=lambda line: tqdm.write(line, file=sys.stdout))
+    if not main_process:
+        return
     start = result.history[0]["val_dsc"]
     print(f"validation DSC {start:.4f} at the start, best {result.best_dsc:.4f} at epoch {result.best_epoch}; "
           f"wrote {result.model_file} (load it with segment --model {config.model} --checkpoint), "

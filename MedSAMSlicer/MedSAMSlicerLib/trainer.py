@@ -128,10 +128,13 @@ class Distributed:
     def main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, items: Sequence) -> list:
-        """This rank's share, padded by wrapping around so that every rank takes the same number of steps."""
+    def shard(self, items: Sequence, pad: bool = True) -> list:
+        """This rank's share; padded by wrapping around (so that every rank takes the same number of DDP steps)
+        unless ``pad`` is False (validation: every slice counted once)."""
         if self.world == 1 or not items:
             return list(items)
+        if not pad:
+            return list(items[self.rank::self.world])
         size = math.ceil(len(items) / self.world)
         return [items[(self.rank + self.world * n) % len(items)] for n in range(size)]
 
@@ -161,6 +164,9 @@ class PromptedSegmenter(nn.Module):
         self.prompt_encoder.requires_grad_(False)
         self.image_encoder.requires_grad_(train_encoder)
         self.mask_decoder.requires_grad_(True)
+        # the loss never sees the decoder's mask-quality (IoU) head: it is not trained (and DDP needs every
+        # trained parameter to receive a gradient)
+        self.mask_decoder.iou_prediction_head.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "PromptedSegmenter":
         """Only the trained parts change mode; frozen ones stay in evaluation mode."""
@@ -252,7 +258,7 @@ class Trainer:
         if self.config.train_encoder:
             return
         wanted: Dict[int, set] = {}
-        for sample in self.distributed.shard(self.training_samples) + self.distributed.shard(self.validation_samples):
+        for sample in self.distributed.shard(self.training_samples) + self.distributed.shard(self.validation_samples, False):
             wanted.setdefault(sample.case, set()).add(sample.index)
         total = sum(len(indices) for indices in wanted.values())
         done = 0
@@ -293,7 +299,7 @@ class Trainer:
     def validate(self) -> Tuple[float, float]:
         """``(loss, DSC)`` means over the validation slices, the masks made by the inference pipeline itself."""
         self.network.eval()
-        samples = self.distributed.shard(self.validation_samples)
+        samples = self.distributed.shard(self.validation_samples, pad=False)
         loss_sum = dsc_sum = 0.0
         for number, sample in enumerate(samples, start=1):
             mask = self._mask(sample)
