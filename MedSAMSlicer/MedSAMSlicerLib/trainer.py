@@ -277,21 +277,27 @@ class Trainer:
         torch.manual_seed(self.config.seed * 100_003 + epoch)
         samples = self.distributed.shard(self.training_samples)
         order = [samples[n] for n in rng.permutation(len(samples))]
-        batches = [order[n:n + self.config.batch_size] for n in range(0, len(order), self.config.batch_size)]
+        size, accumulate = self.config.batch_size, self.config.accumulate
+        batches = [order[n:n + size] for n in range(0, len(order), size)]
+        # an optimizer step per group of ``accumulate`` batches, its gradient the mean over the group's samples
+        # (as one batch of that size would give, the last, shorter group included)
+        groups = [batches[n:n + accumulate] for n in range(0, len(batches), accumulate)]
         self.parallel.train()
         self.optimizer.zero_grad(set_to_none=True)
-        total_loss = 0.0
-        for number, batch in enumerate(batches, start=1):
-            masks = [self._mask(s) for s in batch]
-            with self.autocast:
-                logits = self.parallel(self._inputs(batch), self._boxes(masks, rng))
-            loss = dice_bce_loss(self._input_size_logits(logits), self._targets(masks))
-            (loss / self.config.accumulate).backward()
-            if number % self.config.accumulate == 0 or number == len(batches):
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            total_loss += float(loss.detach()) * len(batch)
-            self.progress(f"epoch {epoch}/{self.config.epochs}", number, len(batches))
+        total_loss, number = 0.0, 0
+        for group in groups:
+            group_size = sum(len(batch) for batch in group)
+            for batch in group:
+                masks = [self._mask(s) for s in batch]
+                with self.autocast:
+                    logits = self.parallel(self._inputs(batch), self._boxes(masks, rng))
+                loss = dice_bce_loss(self._input_size_logits(logits), self._targets(masks))
+                (loss * len(batch) / group_size).backward()
+                total_loss += float(loss.detach()) * len(batch)
+                number += 1
+                self.progress(f"epoch {epoch}/{self.config.epochs}", number, len(batches))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         loss_sum, count = self.distributed.total(total_loss, len(samples))
         return loss_sum / count
 
