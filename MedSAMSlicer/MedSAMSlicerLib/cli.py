@@ -21,6 +21,7 @@ EXIT_BAD_INPUT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .encoder_runtime import RUNTIMES
     from .intensity import CT_PRESETS
     from .model_registry import DEFAULT_MODEL, MODELS
 
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help=f"default {DEFAULT_MODEL}")
     segment.add_argument("--checkpoint", help="model weights file (required for the ViT models)")
     segment.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    segment.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                         help="what runs the image encoder on the CPU (default auto: OpenVINO or ONNX Runtime when "
+                              "installed, else PyTorch)")
     segment.add_argument("--window", default="auto",
                          help=f"intensity: {', '.join(CT_PRESETS)}, W,L (e.g. 400,40), percentile, or auto (default: "
                               "soft-tissue for CT, percentile otherwise)")
@@ -63,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
     evaluate.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="slicing axis (default 2)")
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--runtime", default="auto", choices=RUNTIMES, help="image encoder runtime, as for segment")
     evaluate.add_argument("-o", "--output", required=True, help="report folder (CSV, summary, PNG plots)")
 
     from .trainer import TRAIN_MODES, TrainingConfig
@@ -133,7 +138,7 @@ def _segment(args) -> None:
     prompts = _read_prompts(args.prompts, image.geometry, args.axis)
     prompts.key_boxes(image.array.shape)  # validate every prompt before the model is loaded
     intensity = IntensitySettings.parse(args.window, image.array, image.modality)
-    model = load_model(args.model, args.checkpoint, args.device)
+    model = load_model(args.model, args.checkpoint, args.device, args.runtime)
     started = time.perf_counter()
     with tqdm(desc="segmenting slices", unit="slice", disable=args.quiet, file=sys.stderr) as bar, \
             SegmentationSession(image.array, model, intensity, EmbeddingCache(directory=args.cache_dir)) as session:
@@ -148,7 +153,7 @@ def _segment(args) -> None:
         diameter, where = longest_diameter_in_volume_mm(result.mask, image.geometry, prompts.axis)
         print(f"label {label}: {len(result.slices)} slices, {volume_ml(result.mask, image.geometry):.2f} mL, "
               f"longest diameter {diameter:.1f} mm (slice {where})")
-    print(f"wrote {output} ({args.model}, {intensity.key}, {model.device}, {elapsed:.1f} s)")
+    print(f"wrote {output} ({args.model}, {intensity.key}, {model.device}/{model.runtime}, {elapsed:.1f} s)")
 
 
 def _sample(args) -> None:
@@ -174,7 +179,7 @@ def _evaluate(args) -> None:
         return load
 
     options = EvaluationOptions(args.protocol or ["box-each"], args.window, args.axis, args.every, args.jitter,
-                                args.clicks, args.tolerance, args.device)
+                                args.clicks, args.tolerance, args.device, args.runtime)
     options.check()
     cases = [EvaluationCase(image.name, loader(image, label)) for image, label in paired_images(args.images, args.labels)]
     bars = {}

@@ -45,6 +45,7 @@ class EvaluationOptions:
     clicks: int = 5
     tolerance_mm: float = 2.0
     device: str = "auto"
+    runtime: str = "auto"
 
     def check(self) -> None:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
@@ -66,7 +67,7 @@ def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], outp
     rows: List[Row] = []
     overlaid = set()
     for model_id, checkpoint in choices:
-        model = load_model(model_id, checkpoint, options.device)
+        model = load_model(model_id, checkpoint, options.device, options.runtime)
         tag = model_id if checkpoint is None else f"{model_id}={Path(checkpoint).name}"
         for number, case in enumerate(cases, start=1):
             data = case.load()

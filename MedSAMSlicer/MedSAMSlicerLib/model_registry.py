@@ -90,8 +90,20 @@ def build_network(spec: ModelSpec):
 
 
 def load_model(model_id: str = DEFAULT_MODEL, checkpoint: Optional[Union[str, Path]] = None,
-               device: str = "auto") -> "SliceModel":
-    """Build ``model_id`` on ``device`` with the weights from ``checkpoint`` (or the embedded ones)."""
+               device: str = "auto", runtime: str = "auto") -> "SliceModel":
+    """Build ``model_id`` on ``device`` with the weights from ``checkpoint`` (or the embedded ones).
+
+    On the CPU the image encoder runs under ``runtime`` (``encoder_runtime.RUNTIMES``; ``auto`` takes an
+    installed optimised runtime, else PyTorch).
+    """
+    model = _build_slice_model(model_id, checkpoint, device)
+    if model.device.type == "cpu":
+        from .encoder_runtime import runtime_encoder
+        model.encoder_runtime = runtime_encoder(model.image_encoder, model.input_size, model.cache_id, runtime)
+    return model
+
+
+def _build_slice_model(model_id: str, checkpoint: Optional[Union[str, Path]], device: str) -> "SliceModel":
     from .checkpoint import file_sha256, load_strict, read_state_dict
     from .device import resolve_device
 

@@ -6,7 +6,7 @@ each published pipeline's own resampling, box mapping and mask post-processing.
 """
 
 from abc import ABC, abstractmethod
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -38,6 +38,13 @@ class SliceModel(ABC):
         self.mask_decoder = mask_decoder.to(self.device).eval()
         #: identifies these weights (checkpoint SHA-256) in cache keys
         self.fingerprint = fingerprint
+        #: an optimised runtime for the image encoder (``encoder_runtime``), or None for PyTorch
+        self.encoder_runtime: Optional[Callable[[np.ndarray], torch.Tensor]] = None
+
+    @property
+    def runtime(self) -> str:
+        """What runs the image encoder: ``torch``, ``openvino`` or ``onnxruntime``."""
+        return getattr(self.encoder_runtime, "name", "torch")
 
     @property
     def cache_id(self) -> str:
@@ -83,6 +90,8 @@ class SliceModel(ABC):
     @torch.inference_mode()
     def encode(self, batch: np.ndarray) -> torch.Tensor:
         """Embeddings ``(B, 256, 64, 64)`` float32 on the CPU for prepared inputs ``(B, 3, S, S)``."""
+        if self.encoder_runtime is not None:
+            return self.encoder_runtime(batch)
         images = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         return self.image_encoder(images).float().cpu()
 

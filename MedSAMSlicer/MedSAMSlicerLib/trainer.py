@@ -198,7 +198,9 @@ class Trainer:
             if not samples:
                 raise SettingsError(f"the {what} cases hold no labelled slice after ground-truth cleaning (objects under "
                                     f"{config.min_object_voxels} voxels / {config.min_object_pixels} pixels are dropped)")
-        self.model = load_model(config.model, config.checkpoint, self._device_choice())
+        # a trained encoder runs in PyTorch; a frozen one may run its embeddings under a faster runtime
+        self.model = load_model(config.model, config.checkpoint, self._device_choice(),
+                                "torch" if config.train_encoder else "auto")
         self.network = PromptedSegmenter(self.model, config.train_encoder)
         trained = [p for p in self.network.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, betas=(0.9, 0.999),
