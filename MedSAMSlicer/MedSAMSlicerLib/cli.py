@@ -4,6 +4,8 @@
     medsam-slicer sample DIR          # write a phantom CT, its truth and RECIST prompts
     medsam-slicer evaluate --images DIR --labels DIR --protocol box-each -o REPORT
     medsam-slicer train --images DIR --labels DIR --epochs 10 -o RUN_DIR
+    medsam-slicer batch --images DIR --prompts DIR -o OUT   # a cohort, resumable; torchrun shares it out
+    medsam-slicer bench --model lite-medsam -o benchmark.json   # engine vs the naive published pipeline
     medsam-slicer models              # list the model ids
 
 Bad input exits with status 2 and one line on stderr; no partial output file is left behind.
@@ -11,7 +13,6 @@ Bad input exits with status 2 and one line on stderr; no partial output file is 
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,7 +22,7 @@ EXIT_BAD_INPUT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .encoder_runtime import RUNTIMES
+    from .inference_runtime import RUNTIMES
     from .intensity import CT_PRESETS
     from .model_registry import DEFAULT_MODEL, MODELS
 
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--checkpoint", help="model weights file (required for the ViT models)")
     segment.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     segment.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                         help="what runs the image encoder on the CPU (default auto: OpenVINO or ONNX Runtime when "
+                         help="what runs the networks on the CPU (default auto: OpenVINO or ONNX Runtime when "
                               "installed, else PyTorch)")
     segment.add_argument("--window", default="auto",
                          help=f"intensity: {', '.join(CT_PRESETS)}, W,L (e.g. 400,40), percentile, or auto (default: "
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
     evaluate.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="slicing axis (default 2)")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--runtime", default="auto", choices=RUNTIMES, help="image encoder runtime, as for segment")
+    evaluate.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
     evaluate.add_argument("-o", "--output", required=True, help="report folder (CSV, summary, PNG plots)")
 
     from .trainer import TRAIN_MODES, TrainingConfig
@@ -104,56 +105,63 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("-o", "--output", required=True, help="run folder: checkpoint, model.pth, log CSV, curves PNG")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    batch = commands.add_parser("batch", help="RECIST-to-volume for a cohort: many (image, prompts) cases, resumable")
+    source = batch.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="CSV with columns image, prompts (and optionally case)")
+    source.add_argument("--images", help="folder of images (or DICOM series folders); prompts from --prompts")
+    batch.add_argument("--prompts", help="with --images: folder of NAME.json or NAME.mrk.json prompt files")
+    batch.add_argument("-o", "--output", required=True, help="folder for the segmentations, case JSONs and summary.csv")
+    batch.add_argument("--format", default=".seg.nrrd", choices=(".seg.nrrd", ".nii.gz", ".nrrd", ".mha"),
+                       help="segmentation file type (default .seg.nrrd)")
+    batch.add_argument("--shard", metavar="I/N", help="take every N-th case starting at the I-th (default: this "
+                                                      "process's share under torchrun, else all)")
+    batch.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help=f"default {DEFAULT_MODEL}")
+    batch.add_argument("--checkpoint", help="model weights file (required for the ViT models)")
+    batch.add_argument("--device", default="auto")
+    batch.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
+    batch.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
+    batch.add_argument("--propagate", type=int, default=0, metavar="N", help="as for segment (default 0)")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bench = commands.add_parser("bench", help="time the engine against the naive published pipeline, side by side")
+    bench.add_argument("--model", action="append", metavar="ID[=CHECKPOINT]",
+                       help="model to time (repeatable; default lite-medsam; a ViT model without a checkpoint "
+                            "gets seeded random weights, for its speed)")
+    bench.add_argument("--slices", type=int, default=6, help="slices timed on both paths (default 6)")
+    bench.add_argument("--volume-slices", type=int, default=300,
+                       help="slices of the 512x512 CT of the RECIST-to-volume run (default 300)")
+    bench.add_argument("--prompts", type=int, default=50, help="prompts timed on a cached slice (default 50)")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
+    bench.add_argument("-o", "--output", default="benchmark.json", help="results JSON (the table goes beside it, .txt)")
+
     commands.add_parser("models", help="list the model ids")
     return parser
-
-
-def _read_prompts(path: str, geometry, axis: Optional[int]):
-    from .markups_file import read_markups_prompts
-    from .prompt_file import read_prompt_file
-
-    if path.lower().endswith(".mrk.json"):
-        prompts = read_markups_prompts(path, geometry, axis=2 if axis is None else axis)
-    else:
-        prompts = read_prompt_file(path, axis)
-    if not prompts.prompts:
-        raise PromptError(f"prompt file {Path(path).name} holds no prompts")
-    return prompts
 
 
 def _segment(args) -> None:
     from tqdm import tqdm
 
     from .embedding_cache import EmbeddingCache
-    from .image_io import check_output_path, read_image, write_segmentation
-    from .intensity import IntensitySettings
-    from .measurements import longest_diameter_in_volume_mm, volume_ml
+    from .file_segmentation import segment_file
+    from .image_io import check_output_path
     from .model_registry import load_model
-    from .session import SegmentationSession
 
     output = check_output_path(args.output)
     if args.propagate < 0:
         raise PromptError(f"--propagate must be 0 or more, got {args.propagate}")
-    image = read_image(args.image)
-    prompts = _read_prompts(args.prompts, image.geometry, args.axis)
-    prompts.key_boxes(image.array.shape)  # validate every prompt before the model is loaded
-    intensity = IntensitySettings.parse(args.window, image.array, image.modality)
     model = load_model(args.model, args.checkpoint, args.device, args.runtime)
-    started = time.perf_counter()
-    with tqdm(desc="segmenting slices", unit="slice", disable=args.quiet, file=sys.stderr) as bar, \
-            SegmentationSession(image.array, model, intensity, EmbeddingCache(directory=args.cache_dir)) as session:
+    with tqdm(desc="segmenting slices", unit="slice", disable=args.quiet, file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        results = session.segment(prompts, propagate=args.propagate, progress=progress)
-    write_segmentation(output, {label: r.mask for label, r in results.items()}, image.geometry)
-    elapsed = time.perf_counter() - started
-    for label, result in results.items():
-        diameter, where = longest_diameter_in_volume_mm(result.mask, image.geometry, prompts.axis)
-        print(f"label {label}: {len(result.slices)} slices, {volume_ml(result.mask, image.geometry):.2f} mL, "
-              f"longest diameter {diameter:.1f} mm (slice {where})")
-    print(f"wrote {output} ({args.model}, {intensity.key}, {model.device}/{model.runtime}, {elapsed:.1f} s)")
+        result = segment_file(args.image, args.prompts, output, model, args.window, args.axis, args.propagate,
+                              EmbeddingCache(directory=args.cache_dir), progress)
+    for target in result.targets:
+        print(f"label {target.label}: {target.slices} slices, {target.volume_ml:.2f} mL, "
+              f"longest diameter {target.longest_diameter_mm:.1f} mm (slice {target.diameter_slice})")
+    print(f"wrote {output} ({args.model}, {result.intensity}, {model.device}/{model.runtime}, {result.seconds:.1f} s)")
 
 
 def _sample(args) -> None:
@@ -199,7 +207,8 @@ def _evaluate(args) -> None:
 def _train(args) -> None:
     from tqdm import tqdm
 
-    from .trainer import Distributed, TrainingConfig, train
+    from .distributed import Distributed
+    from .trainer import TrainingConfig, train
 
     config = TrainingConfig(
         model=args.model, checkpoint=args.checkpoint, train=args.train, epochs=args.epochs, batch_size=args.batch_size,
@@ -232,6 +241,47 @@ def _train(args) -> None:
           f"training_log.csv and training_curves.png")
 
 
+def _batch(args) -> None:
+    from tqdm import tqdm
+
+    from .cohort_segmentation import cases_from_csv, cases_from_folders, parse_shard, segment_cohort
+    from .distributed import Distributed
+    from .model_registry import load_model
+
+    if args.images is not None and args.prompts is None:
+        raise PromptError("--images needs --prompts (the folder of prompt files)")
+    cases = cases_from_csv(Path(args.csv)) if args.csv else cases_from_folders(Path(args.images), Path(args.prompts))
+    place = Distributed.from_environment()
+    shard = parse_shard(args.shard, place.rank, place.world)
+    model = load_model(args.model, args.checkpoint, place.device(args.device), args.runtime)
+    with tqdm(unit="case", disable=args.quiet, file=sys.stderr) as bar:
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.set_description(stage)
+            bar.total = total
+            bar.update(done - bar.n)
+
+        outcome = segment_cohort(cases, model, Path(args.output), args.format, shard, args.window, args.propagate,
+                                 progress)
+    print(f"shard {shard[0] + 1}/{shard[1]}: {len(outcome.done)} segmented, {len(outcome.skipped)} already done, "
+          f"{len(outcome.failed)} failed; summary in {Path(args.output) / 'summary.csv'}")
+    if outcome.failed:
+        raise PromptError(f"{len(outcome.failed)} case(s) failed, reasons in their .error.txt files: "
+                          + ", ".join(outcome.failed[:5]) + (" ..." if len(outcome.failed) > 5 else ""))
+
+
+def _bench(args) -> None:
+    from .benchmark import run_benchmark, summary_table, write_report
+    from .model_registry import parse_model_choice
+
+    if args.slices < 1 or args.prompts < 1 or args.volume_slices < 48:
+        raise PromptError("--slices and --prompts must be 1 or more, --volume-slices 48 or more (the target spans 40)")
+    models = [parse_model_choice(text) for text in (args.model or ["lite-medsam"])]
+    report = run_benchmark(models, args.device, args.runtime, args.slices, args.volume_slices, args.prompts)
+    table = write_report(Path(args.output), report)
+    print("\n".join(summary_table(report)))
+    print(f"wrote {args.output} and {table}")
+
+
 def _read_labels_map(path):
     if path is None:
         return {}
@@ -257,7 +307,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"segment": _segment, "sample": _sample, "evaluate": _evaluate, "train": _train,
-         "models": _models}[args.command](args)
+         "batch": _batch, "bench": _bench, "models": _models}[args.command](args)
     except MedSAMError as error:
         print(f"medsam-slicer: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -93,13 +93,14 @@ def load_model(model_id: str = DEFAULT_MODEL, checkpoint: Optional[Union[str, Pa
                device: str = "auto", runtime: str = "auto") -> "SliceModel":
     """Build ``model_id`` on ``device`` with the weights from ``checkpoint`` (or the embedded ones).
 
-    On the CPU the image encoder runs under ``runtime`` (``encoder_runtime.RUNTIMES``; ``auto`` takes an
-    installed optimised runtime, else PyTorch).
+    On the CPU the image encoder and the box decoder run under ``runtime`` (``inference_runtime.RUNTIMES``;
+    ``auto`` takes an installed optimised runtime, else PyTorch).
     """
     model = _build_slice_model(model_id, checkpoint, device)
     if model.device.type == "cpu":
-        from .encoder_runtime import runtime_encoder
-        model.encoder_runtime = runtime_encoder(model.image_encoder, model.input_size, model.cache_id, runtime)
+        from .inference_runtime import compile_networks
+        model.runtime_networks = compile_networks(model.image_encoder, model.prompt_encoder, model.mask_decoder,
+                                                  model.input_size, model.cache_id, runtime)
     return model
 
 

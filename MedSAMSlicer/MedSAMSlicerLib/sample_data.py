@@ -30,16 +30,20 @@ def make_phantom(size: Tuple[int, int, int] = (128, 112, 40), spacing=(0.8, 0.9,
     """A phantom of ``size`` voxels (i, j, k) with the lesion centred slightly off the middle."""
     rng = np.random.default_rng(seed)
     ni, nj, nk = size
-    k, j, i = np.meshgrid(np.arange(nk), np.arange(nj), np.arange(ni), indexing="ij")
+    j, i = np.ogrid[:nj, :ni]
     body = ((i - ni / 2) / (0.45 * ni)) ** 2 + ((j - nj / 2) / (0.42 * nj)) ** 2 <= 1
     centre = (ni * 0.55, nj * 0.45, (nk - 1) / 2)
     radii = tuple(r / s for r, s in zip(radii_mm, spacing))
-    truth = sum(((c - m) / r) ** 2 for c, m, r in zip((i, j, k), centre, radii)) <= 1
-    image = np.where(body, 40.0, -1000.0) + np.where(truth, 100.0, 0.0)
-    image += rng.normal(0, 12, image.shape) * body
+    in_plane = ((i - centre[0]) / radii[0]) ** 2 + ((j - centre[1]) / radii[1]) ** 2
+    truth = np.zeros((nk, nj, ni), dtype=bool)
+    image = np.zeros((nk, nj, ni), dtype=np.int16)
+    for k in range(nk):  # slice by slice: a 512x512x300 phantom stays within a few hundred MB
+        truth[k] = in_plane + ((k - centre[2]) / radii[2]) ** 2 <= 1
+        values = np.where(body, 40.0, -1000.0) + np.where(truth[k], 100.0, 0.0)
+        image[k] = np.round(values + rng.normal(0, 12, (nj, ni)) * body)
     geometry = ImageGeometry(size=tuple(size), spacing=tuple(spacing), origin=(60.0, 45.0, -50.0),
                              direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
-    return Phantom(np.round(image).astype(np.int16), truth, geometry, centre, radii)
+    return Phantom(image, truth, geometry, centre, radii)
 
 
 def recist_prompts(phantom: Phantom, every: int = 5, axis: int = 2, label: int = 1) -> PromptSet:

@@ -6,12 +6,15 @@ each published pipeline's own resampling, box mapping and mask post-processing.
 """
 
 from abc import ABC, abstractmethod
-from typing import Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .inference_runtime import RuntimeNetworks
 
 
 def min_max_normalise(image: np.ndarray) -> np.ndarray:
@@ -38,13 +41,13 @@ class SliceModel(ABC):
         self.mask_decoder = mask_decoder.to(self.device).eval()
         #: identifies these weights (checkpoint SHA-256) in cache keys
         self.fingerprint = fingerprint
-        #: an optimised runtime for the image encoder (``encoder_runtime``), or None for PyTorch
-        self.encoder_runtime: Optional[Callable[[np.ndarray], torch.Tensor]] = None
+        #: the encoder and box decoder under an optimised runtime (``inference_runtime``), or None for PyTorch
+        self.runtime_networks: Optional["RuntimeNetworks"] = None
 
     @property
     def runtime(self) -> str:
-        """What runs the image encoder: ``torch``, ``openvino`` or ``onnxruntime``."""
-        return getattr(self.encoder_runtime, "name", "torch")
+        """What runs the networks: ``torch``, ``openvino`` or ``onnxruntime``."""
+        return self.runtime_networks.name if self.runtime_networks is not None else "torch"
 
     @property
     def cache_id(self) -> str:
@@ -90,8 +93,8 @@ class SliceModel(ABC):
     @torch.inference_mode()
     def encode(self, batch: np.ndarray) -> torch.Tensor:
         """Embeddings ``(B, 256, 64, 64)`` float32 on the CPU for prepared inputs ``(B, 3, S, S)``."""
-        if self.encoder_runtime is not None:
-            return self.encoder_runtime(batch)
+        if self.runtime_networks is not None:
+            return self.runtime_networks.encode(batch)
         images = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         return self.image_encoder(images).float().cpu()
 
@@ -115,9 +118,11 @@ class SliceModel(ABC):
     @torch.inference_mode()
     def decode(self, embedding: torch.Tensor, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
         """Masks ``(N, H, W)`` bool for ``N`` boxes ``(x0, y0, x1, y1)`` on one slice's embedding ``(256, 64, 64)``."""
-        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
-        box_tensor = torch.as_tensor(self.model_boxes(boxes, slice_shape), dtype=torch.float, device=self.device)
-        logits, _ = self.logits(embedding, boxes=box_tensor)
+        boxes = self.model_boxes(np.asarray(boxes, dtype=float).reshape(-1, 4), slice_shape)
+        if self.runtime_networks is not None and self.runtime_networks.box_decoder is not None:
+            logits = self.runtime_networks.decode_boxes(embedding, boxes)
+        else:
+            logits, _ = self.logits(embedding, boxes=torch.as_tensor(boxes, dtype=torch.float, device=self.device))
         return self.postprocess(logits, slice_shape)[:, 0].cpu().numpy()
 
     @torch.inference_mode()

@@ -14,8 +14,6 @@ Launched by ``torchrun``, every process trains on its own share of the slices an
 DistributedDataParallel averages the gradients; only the first process writes files.
 """
 
-import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_strict
+from .distributed import Distributed
 from .embedding_cache import EmbeddingCache
 from .embedding_worker import EmbeddingWorker
 from .errors import CheckpointError, SettingsError
@@ -111,42 +110,6 @@ class TrainingResult:
         return self.run_dir / MODEL_FILE
 
 
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a ``torchrun`` launch (rank 0 of 1 when run directly)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_environment(cls) -> "Distributed":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, items: Sequence, pad: bool = True) -> list:
-        """This rank's share; padded by wrapping around (so that every rank takes the same number of DDP steps)
-        unless ``pad`` is False (validation: every slice counted once)."""
-        if self.world == 1 or not items:
-            return list(items)
-        if not pad:
-            return list(items[self.rank::self.world])
-        size = math.ceil(len(items) / self.world)
-        return [items[(self.rank + self.world * n) % len(items)] for n in range(size)]
-
-    def total(self, *values: float) -> List[float]:
-        """``values`` summed over all ranks."""
-        if self.world == 1:
-            return list(values)
-        tensor = torch.tensor(values, dtype=torch.float64)
-        torch.distributed.all_reduce(tensor)
-        return tensor.tolist()
-
-
 class PromptedSegmenter(nn.Module):
     """The trained network as one module (what DistributedDataParallel wraps): encoder when trained, box decoding.
 
@@ -199,8 +162,10 @@ class Trainer:
                 raise SettingsError(f"the {what} cases hold no labelled slice after ground-truth cleaning (objects under "
                                     f"{config.min_object_voxels} voxels / {config.min_object_pixels} pixels are dropped)")
         # a trained encoder runs in PyTorch; a frozen one may run its embeddings under a faster runtime
-        self.model = load_model(config.model, config.checkpoint, self._device_choice(),
+        self.model = load_model(config.model, config.checkpoint, self.distributed.device(self.config.device),
                                 "torch" if config.train_encoder else "auto")
+        if self.model.runtime_networks is not None:
+            self.model.runtime_networks.box_decoder = None  # the decoder is trained here: its exported copy goes stale
         self.network = PromptedSegmenter(self.model, config.train_encoder)
         trained = [p for p in self.network.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, betas=(0.9, 0.999),
@@ -215,11 +180,6 @@ class Trainer:
         self.cache = EmbeddingCache(max_bytes=4 << 30, directory=self.run_dir / EMBEDDINGS_DIR)
         self.result = TrainingResult(self.run_dir)
         self.start_epoch = 1
-
-    def _device_choice(self) -> str:
-        if self.distributed.world > 1 and torch.cuda.is_available() and self.config.device in ("auto", "cuda"):
-            return f"cuda:{self.distributed.local_rank}"
-        return self.config.device
 
     # -- data ---------------------------------------------------------------------------------
 

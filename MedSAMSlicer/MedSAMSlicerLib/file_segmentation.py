@@ -1,0 +1,76 @@
+"""One image file and its prompt file in, a segmentation file and its measurements out.
+
+What ``medsam-slicer segment`` does for one case and ``medsam-slicer batch`` for each case of a
+cohort: prompts are validated before any model work, the output is written atomically in the
+input's geometry, and each target is measured (slices, volume, longest diameter).
+"""
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from .embedding_cache import EmbeddingCache
+from .errors import PromptError
+from .image_io import read_image, write_segmentation
+from .intensity import IntensitySettings
+from .measurements import longest_diameter_in_volume_mm, volume_ml
+from .prompts import PromptSet
+from .session import SegmentationSession
+from .slice_model import SliceModel
+
+
+@dataclass
+class TargetMeasurement:
+    label: int
+    slices: int
+    volume_ml: float
+    longest_diameter_mm: float
+    diameter_slice: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FileSegmentation:
+    targets: List[TargetMeasurement]
+    intensity: str
+    seconds: float
+
+
+def read_prompts(path, geometry, axis: Optional[int] = None) -> PromptSet:
+    """A JSON prompt file, or a Slicer markups file (``.mrk.json``, RAS points mapped through ``geometry``)."""
+    from .markups_file import read_markups_prompts
+    from .prompt_file import read_prompt_file
+
+    path = str(path)
+    if path.lower().endswith(".mrk.json"):
+        prompts = read_markups_prompts(path, geometry, axis=2 if axis is None else axis)
+    else:
+        prompts = read_prompt_file(path, axis)
+    if not prompts.prompts:
+        raise PromptError(f"prompt file {Path(path).name} holds no prompts")
+    return prompts
+
+
+def segment_file(image_path, prompts_path, output, model: SliceModel, window: str = "auto",
+                 axis: Optional[int] = None, propagate: int = 0, cache: Optional[EmbeddingCache] = None,
+                 progress: Optional[Callable[[int, int], None]] = None) -> FileSegmentation:
+    """Segment the image at ``image_path`` from its prompts and write ``output`` (``.seg.nrrd`` or a label image)."""
+    if propagate < 0:
+        raise PromptError(f"propagate must be 0 or more, got {propagate}")
+    image = read_image(image_path)
+    prompts = read_prompts(prompts_path, image.geometry, axis)
+    prompts.key_boxes(image.array.shape)  # every prompt is checked before any model work
+    intensity = IntensitySettings.parse(window, image.array, image.modality)
+    started = time.perf_counter()
+    with SegmentationSession(image.array, model, intensity, cache) as session:
+        results = session.segment(prompts, propagate=propagate, progress=progress)
+    write_segmentation(output, {label: r.mask for label, r in results.items()}, image.geometry)
+    targets = []
+    for label, result in results.items():
+        diameter, where = longest_diameter_in_volume_mm(result.mask, image.geometry, prompts.axis)
+        targets.append(TargetMeasurement(label, len(result.slices), volume_ml(result.mask, image.geometry), diameter,
+                                         where))
+    return FileSegmentation(targets, intensity.key, time.perf_counter() - started)

@@ -1,0 +1,68 @@
+"""The networks under OpenVINO or ONNX Runtime give PyTorch's outputs, and a runtime failure never stops segmentation."""
+
+import numpy as np
+import pytest
+import torch
+
+from MedSAMSlicerLib import inference_runtime
+from MedSAMSlicerLib.errors import SettingsError
+from MedSAMSlicerLib.inference_runtime import compile_networks, installed_runtimes
+from MedSAMSlicerLib.metrics import iou
+
+
+def compiled(model, choice, folder):
+    return compile_networks(model.image_encoder, model.prompt_encoder, model.mask_decoder, model.input_size,
+                            model.cache_id, choice, folder)
+
+
+def prepared_slice(model):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60, (90, 120)).astype(np.uint8)
+    image[30:60, 40:90] += 150
+    return model.prepare(image)[None]
+
+
+@pytest.mark.parametrize("name", ["openvino", "onnxruntime"])
+def test_runtime_outputs_equal_pytorch(lite_model, name, tmp_path):
+    if name not in installed_runtimes():
+        pytest.skip(f"{name} is not installed")
+    networks = compiled(lite_model, name, tmp_path)
+    assert networks is not None and networks.name == name
+    batch = np.concatenate([prepared_slice(lite_model)] * 2)
+    boxes = np.array([[40.0, 60.0, 190.0, 170.0], [10.0, 12.0, 90.0, 100.0]])
+    with torch.inference_mode():
+        expected = lite_model.image_encoder(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        expected_logits, _ = lite_model.logits(expected[0], boxes=torch.as_tensor(boxes, dtype=torch.float))
+    embeddings = networks.encode(batch)
+    assert embeddings.shape == (2, 256, 64, 64) and embeddings.dtype == torch.float32
+    # Measured: max abs difference 3.4e-6 (OpenVINO) and 2.5e-6 (ONNX Runtime) on embeddings of magnitude ~1
+    assert float((embeddings - expected).abs().max()) < 1e-4
+    logits = networks.decode_boxes(expected[0], boxes)
+    assert logits.shape == (2, 1, 256, 256)
+    # Measured: 2.3e-5 on logits of magnitude ~10
+    assert float((logits - expected_logits).abs().max()) < 1e-3
+    for ours, theirs in zip(logits > 0, expected_logits > 0):
+        assert iou(ours.numpy(), theirs.numpy()) >= 0.999
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2  # exported once, kept for the next load
+
+
+def test_the_default_is_the_best_installed_runtime_else_pytorch(lite_model, monkeypatch, tmp_path):
+    assert lite_model.runtime == (installed_runtimes() or ["torch"])[0]
+    assert compiled(lite_model, "torch", tmp_path) is None
+    monkeypatch.setattr(inference_runtime, "installed_runtimes", lambda: [])
+    assert compiled(lite_model, "auto", tmp_path) is None
+    with pytest.raises(SettingsError, match="runtime openvino is not installed; pip install medsam-slicer\\[fast\\]"):
+        compiled(lite_model, "openvino", tmp_path)
+    with pytest.raises(SettingsError, match="runtime 'tensorrt' is not one of auto, torch, openvino, onnxruntime"):
+        compiled(lite_model, "tensorrt", tmp_path)
+
+
+def test_a_failed_export_falls_back_to_pytorch_with_a_warning(lite_model, monkeypatch, tmp_path):
+    monkeypatch.setattr(inference_runtime, "installed_runtimes", lambda: ["onnxruntime"])
+
+    def broken(*args):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(inference_runtime, "export_onnx", broken)
+    with pytest.warns(RuntimeWarning, match="failed \\(RuntimeError: unsupported operator\\); running them in PyTorch"):
+        assert compiled(lite_model, "auto", tmp_path) is None
