@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", action="append", metavar="ID[=CHECKPOINT]",
                        help="model to time (repeatable; default lite-medsam; a ViT model without a checkpoint "
                             "gets seeded random weights, for its speed)")
-    bench.add_argument("--slices", type=int, default=6, help="slices timed on both paths (default 6)")
+    bench.add_argument("--slices", type=int, default=8, help="slices timed on both paths (default 8)")
     bench.add_argument("--volume-slices", type=int, default=300,
                        help="slices of the 512x512 CT of the RECIST-to-volume run (default 300)")
     bench.add_argument("--prompts", type=int, default=50, help="prompts timed on a cached slice (default 50)")
