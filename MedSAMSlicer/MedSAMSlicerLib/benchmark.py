@@ -11,6 +11,7 @@ memory. Absolute times are labelled with the device they came from; on shared CP
 ratios, which are measured side by side.
 """
 
+import math
 import platform
 import resource
 import tempfile
@@ -75,7 +76,14 @@ class BenchmarkReport:
     peak_resident_mib: float = 0.0
 
     def as_dict(self) -> Dict:
-        return asdict(self)
+        """Plain values for JSON; a figure not measured (NaN) becomes null."""
+        def plain(value):
+            if isinstance(value, dict):
+                return {key: plain(item) for key, item in value.items()}
+            if isinstance(value, list):
+                return [plain(item) for item in value]
+            return None if isinstance(value, float) and math.isnan(value) else value
+        return plain(asdict(self))
 
 
 def device_label(device: torch.device) -> str:
