@@ -143,21 +143,21 @@ def _segment(args) -> None:
     from tqdm import tqdm
 
     from .embedding_cache import EmbeddingCache
-    from .file_segmentation import segment_file
+    from .file_segmentation import read_case, segment_case
     from .image_io import check_output_path
     from .model_registry import load_model
 
     output = check_output_path(args.output)
     if args.propagate < 0:
         raise PromptError(f"--propagate must be 0 or more, got {args.propagate}")
+    case = read_case(args.image, args.prompts, args.window, args.axis)  # bad input is refused before the model loads
     model = load_model(args.model, args.checkpoint, args.device, args.runtime)
     with tqdm(desc="segmenting slices", unit="slice", disable=args.quiet, file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = segment_file(args.image, args.prompts, output, model, args.window, args.axis, args.propagate,
-                              EmbeddingCache(directory=args.cache_dir), progress)
+        result = segment_case(case, output, model, args.propagate, EmbeddingCache(directory=args.cache_dir), progress)
     for target in result.targets:
         print(f"label {target.label}: {target.slices} slices, {target.volume_ml:.2f} mL, "
               f"longest diameter {target.longest_diameter_mm:.1f} mm (slice {target.diameter_slice})")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from .errors import ImageError, MedSAMError, SettingsError
-from .file_segmentation import segment_file
+from .file_segmentation import read_case, segment_case
 from .image_io import IMAGE_SUFFIXES, atomic_output
 from .slice_model import SliceModel
 
@@ -115,8 +115,8 @@ def segment_cohort(cases: Sequence[CohortCase], model: SliceModel, output: Path,
             outcome.skipped.append(case.name)
         else:
             try:
-                result = segment_file(case.image, case.prompts, output / f"{case.name}{suffix}", model, window,
-                                      propagate=propagate)
+                result = segment_case(read_case(case.image, case.prompts, window), output / f"{case.name}{suffix}",
+                                      model, propagate)
             except MedSAMError as error:
                 error_file.write_text(f"{error}\n", encoding="utf-8")
                 outcome.failed.append(case.name)

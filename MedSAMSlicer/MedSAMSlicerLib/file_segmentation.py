@@ -12,7 +12,7 @@ from typing import Callable, List, Optional
 
 from .embedding_cache import EmbeddingCache
 from .errors import PromptError
-from .image_io import read_image, write_segmentation
+from .image_io import LoadedImage, read_image, write_segmentation
 from .intensity import IntensitySettings
 from .measurements import longest_diameter_in_volume_mm, volume_ml
 from .prompts import PromptSet
@@ -54,18 +54,31 @@ def read_prompts(path, geometry, axis: Optional[int] = None) -> PromptSet:
     return prompts
 
 
-def segment_file(image_path, prompts_path, output, model: SliceModel, window: str = "auto",
-                 axis: Optional[int] = None, propagate: int = 0, cache: Optional[EmbeddingCache] = None,
-                 progress: Optional[Callable[[int, int], None]] = None) -> FileSegmentation:
-    """Segment the image at ``image_path`` from its prompts and write ``output`` (``.seg.nrrd`` or a label image)."""
-    if propagate < 0:
-        raise PromptError(f"propagate must be 0 or more, got {propagate}")
+@dataclass
+class PreparedCase:
+    """An image read and its prompts checked against it: everything that can be refused before any model work."""
+
+    image: LoadedImage
+    prompts: PromptSet
+    intensity: IntensitySettings
+
+
+def read_case(image_path, prompts_path, window: str = "auto", axis: Optional[int] = None) -> PreparedCase:
     image = read_image(image_path)
     prompts = read_prompts(prompts_path, image.geometry, axis)
-    prompts.key_boxes(image.array.shape)  # every prompt is checked before any model work
-    intensity = IntensitySettings.parse(window, image.array, image.modality)
+    prompts.key_boxes(image.array.shape)  # every prompt is checked here
+    return PreparedCase(image, prompts, IntensitySettings.parse(window, image.array, image.modality))
+
+
+def segment_case(case: PreparedCase, output, model: SliceModel, propagate: int = 0,
+                 cache: Optional[EmbeddingCache] = None,
+                 progress: Optional[Callable[[int, int], None]] = None) -> FileSegmentation:
+    """Segment a prepared case and write ``output`` (``.seg.nrrd`` or a label image) in the image's geometry."""
+    if propagate < 0:
+        raise PromptError(f"propagate must be 0 or more, got {propagate}")
+    image, prompts = case.image, case.prompts
     started = time.perf_counter()
-    with SegmentationSession(image.array, model, intensity, cache) as session:
+    with SegmentationSession(image.array, model, case.intensity, cache) as session:
         results = session.segment(prompts, propagate=propagate, progress=progress)
     write_segmentation(output, {label: r.mask for label, r in results.items()}, image.geometry)
     targets = []
@@ -73,4 +86,4 @@ def segment_file(image_path, prompts_path, output, model: SliceModel, window: st
         diameter, where = longest_diameter_in_volume_mm(result.mask, image.geometry, prompts.axis)
         targets.append(TargetMeasurement(label, len(result.slices), volume_ml(result.mask, image.geometry), diameter,
                                          where))
-    return FileSegmentation(targets, intensity.key, time.perf_counter() - started)
+    return FileSegmentation(targets, case.intensity.key, time.perf_counter() - started)
