@@ -798,7 +798,6 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             job = logic.train([(ct1, seg1), (ct2, seg2), (ct3, seg3)], "/data/run1", epochs=5)
             job.wait(); print(job.result().history)
         """
-        from MedSAMSlicerLib.background_job import BackgroundJob
         from MedSAMSlicerLib.image_io import write_image
         from MedSAMSlicerLib.trainer import TrainingConfig, check_run_folder, train
         config = TrainingConfig(**settings)
@@ -811,14 +810,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             geometry = self.volumeGeometry(volumeNode)
             write_image(data / "images" / name, slicer.util.arrayFromVolume(volumeNode), geometry)
             write_image(data / "labels" / name, labels, geometry)
-
-        def work(report):
-            def relay(stage, done, total):
-                report(done, total, stage)
-                if progress is not None:
-                    progress(stage, done, total)
-            return train(config, data / "images", data / "labels", runDir, resume, relay, logging.info)
-        return BackgroundJob(work, "MedSAM training")
+        return self._stagedJob("MedSAM training", progress, lambda relay: train(
+            config, data / "images", data / "labels", runDir, resume, relay, logging.info))
 
     def evaluate(self, volumeNode, segmentationNode, reportDir, segmentIds=None, models=("lite-medsam",),
                  progress=None, **options):
@@ -832,7 +825,6 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             job = logic.evaluate(ct, seg, "/data/report", models=["lite-medsam", "lite-medsam=/data/run1/model.pth"],
                                  protocols=["box-each", "recist-sparse"])
         """
-        from MedSAMSlicerLib.background_job import BackgroundJob
         from MedSAMSlicerLib.cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
         evaluationOptions = EvaluationOptions(**options)
         evaluationOptions.check()
@@ -840,14 +832,21 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         data = LabelledImage(np.array(slicer.util.arrayFromVolume(volumeNode)), labels,
                              tuple(reversed(volumeNode.GetSpacing())))
         case = EvaluationCase(volumeNode.GetName(), lambda: data)
+        return self._stagedJob("MedSAM evaluation", progress, lambda relay: evaluate_cohort(
+            [case], list(models), Path(reportDir), evaluationOptions, names, relay))
 
-        def work(report):
+    @staticmethod
+    def _stagedJob(name, progress, work):
+        """A BackgroundJob running ``work(relay)``; ``relay(stage, done, total)`` reaches the job and ``progress``."""
+        from MedSAMSlicerLib.background_job import BackgroundJob
+
+        def run(report):
             def relay(stage, done, total):
                 report(done, total, stage)
                 if progress is not None:
                     progress(stage, done, total)
-            return evaluate_cohort([case], list(models), Path(reportDir), evaluationOptions, names, relay)
-        return BackgroundJob(work, "MedSAM evaluation")
+            return work(relay)
+        return BackgroundJob(run, name)
 
 
 #

@@ -28,8 +28,9 @@ from .geometry import occupied_slices
 from .intensity import IntensitySettings
 from .metrics import iou
 from .model_registry import build_network, load_model, model_spec
+from .prompt_simulation import bounding_box
 from .reference_pipeline import reference_mask
-from .sample_data import make_phantom, recist_prompts
+from .sample_data import Phantom, make_phantom, recist_prompts
 from .session import SegmentationSession
 from .slice_model import SliceModel
 
@@ -132,11 +133,6 @@ def phantom_ct(slices: int = 300, size: int = 512):
     return make_phantom(size=(size, size, slices), spacing=(0.7, 0.7, 2.5), radii_mm=(45.0, 35.0, 49.9))
 
 
-def truth_box(truth_slice: np.ndarray, margin: float = 5.0) -> np.ndarray:
-    ys, xs = np.nonzero(truth_slice)
-    return np.array([xs.min() - margin, ys.min() - margin, xs.max() + margin, ys.max() + margin], dtype=float)
-
-
 def random_checkpoint(model_id: str, folder: Path) -> Path:
     """Seeded random weights of ``model_id``'s architecture: its speed without its (unreachable) trained weights."""
     torch.manual_seed(0)
@@ -145,8 +141,8 @@ def random_checkpoint(model_id: str, folder: Path) -> Path:
     return path
 
 
-def benchmark_model(model_id: str, checkpoint: Optional[str], device: str, runtime: str, slices: int,
-                    volume_slices: int, prompts: int, peak_gflops: float, log: Log) -> ModelBenchmark:
+def benchmark_model(model_id: str, checkpoint: Optional[str], device: str, runtime: str, phantom: Phantom,
+                    slices: int, prompts: int, peak_gflops: float, log: Log) -> ModelBenchmark:
     weights = "embedded" if checkpoint is None else Path(checkpoint).name
     with tempfile.TemporaryDirectory() as folder:
         if checkpoint is None and model_spec(model_id).checkpoint_file:
@@ -155,11 +151,11 @@ def benchmark_model(model_id: str, checkpoint: Optional[str], device: str, runti
         model = load_model(model_id, checkpoint, device, runtime)
     setup = time.perf_counter() - started
     setup = time.perf_counter() - started
-    phantom = phantom_ct(volume_slices)
     intensity = IntensitySettings.preset("soft-tissue")
     lesion = occupied_slices(phantom.truth, 2)
     chosen = [int(i) for i in np.linspace(lesion[0] + 2, lesion[-1] - 2, slices).round()]
-    boxes = {index: truth_box(phantom.truth[index]) for index in chosen}
+    # the RECIST convention's box: the lesion's extent plus 5 px
+    boxes = {index: bounding_box(phantom.truth[index]) + [-5.0, -5.0, 5.0, 5.0] for index in chosen}
     log(f"{model_id}: {model.device}/{model.runtime}, setup {setup:.1f} s; {slices} slices of "
         f"{phantom.image.shape[1]}x{phantom.image.shape[2]}")
     gflop = encoder_gflop(model)  # also a warm-up call
@@ -233,9 +229,10 @@ def run_benchmark(models: List[Tuple[str, Optional[str]]], device: str = "auto",
     report = BenchmarkReport(device_label(torch_device), platform.machine(), torch.get_num_threads(),
                              torch.__version__, peak)
     log(f"{report.device}: dense fp32 matmul peak {peak:.0f} GFLOP/s")
+    phantom = phantom_ct(volume_slices)  # one CT for every model
     for model_id, checkpoint in models:
-        report.models.append(benchmark_model(model_id, checkpoint, device, runtime, slices, volume_slices, prompts,
-                                             peak, log))
+        report.models.append(benchmark_model(model_id, checkpoint, device, runtime, phantom, slices, prompts, peak,
+                                             log))
     report.peak_resident_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
 

@@ -174,8 +174,6 @@ def _sample(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from tqdm import tqdm
-
     from .cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
     from .evaluation_report import summary_lines, wilcoxon_lines
     from .image_io import paired_images, read_image
@@ -188,18 +186,9 @@ def _evaluate(args) -> None:
 
     options = EvaluationOptions(args.protocol or ["box-each"], args.window, args.axis, args.every, args.jitter,
                                 args.clicks, args.tolerance, args.device, args.runtime)
-    options.check()
     cases = [EvaluationCase(image.name, loader(image, label)) for image, label in paired_images(args.images, args.labels)]
-    bars = {}
-
-    def progress(what: str, done: int, total: int) -> None:
-        bar = bars.setdefault(what, tqdm(desc=what, total=total, unit="case", file=sys.stderr))
-        bar.update(done - bar.n)
-
     rows = evaluate_cohort(cases, args.model or ["lite-medsam"], Path(args.output), options,
-                           _read_labels_map(args.labels_map), progress)
-    for bar in bars.values():
-        bar.close()
+                           _read_labels_map(args.labels_map), _stage_bars(quiet=False))
     print("\n".join(summary_lines(rows) + wilcoxon_lines(rows)))
     print(f"wrote {Path(args.output) / 'scores.csv'}, summary.txt, dsc_boxplot.png and overlays")
 
@@ -216,22 +205,9 @@ def _train(args) -> None:
         validation_fraction=args.validation_fraction, validation_cases=tuple(args.validation_case), seed=args.seed,
         window=args.window, axis=args.axis, min_object_voxels=args.min_object_voxels,
         min_object_pixels=args.min_object_pixels, device=args.device, amp=not args.no_amp)
-    bars = {}
     main_process = Distributed.from_environment().main  # under torchrun only the first process reports
-    quiet = args.quiet or not main_process
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if quiet:
-            return
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(desc=stage, total=total, unit="slice" if "slice" in stage else "step",
-                                     file=sys.stderr, leave=False)
-        bar.update(done - bar.n)
-        if done >= total:
-            bars.pop(stage).close()
-
-    result = train(config, args.images, args.labels, args.output, resume=args.resume, progress=progress,
+    result = train(config, args.images, args.labels, args.output, resume=args.resume,
+                   progress=_stage_bars(quiet=args.quiet or not main_process),
                    log=lambda line: tqdm.write(line, file=sys.stdout))
     if not main_process:
         return
@@ -280,6 +256,24 @@ def _bench(args) -> None:
     table = write_report(Path(args.output), report)
     print("\n".join(summary_table(report)))
     print(f"wrote {args.output} and {table}")
+
+
+def _stage_bars(quiet: bool):
+    """A ``progress(stage, done, total)`` callback drawing one progress bar per stage, closed when it completes."""
+    from tqdm import tqdm
+
+    bars = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if quiet:
+            return
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(desc=stage, total=total, file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bars.pop(stage).close()
+    return progress
 
 
 def _read_labels_map(path):

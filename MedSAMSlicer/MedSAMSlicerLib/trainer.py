@@ -155,8 +155,9 @@ class Trainer:
         self.progress = progress or (lambda stage, done, total: None)
         self.log = log if (log is not None and distributed.main) else (lambda message: None)
         everything = samples_of(self.cases)
-        self.training_samples = [s for s in everything if self.cases[s.case].name in set(training_names)]
-        self.validation_samples = [s for s in everything if self.cases[s.case].name in set(validation_names)]
+        training_names, validation_names = set(training_names), set(validation_names)
+        self.training_samples = [s for s in everything if self.cases[s.case].name in training_names]
+        self.validation_samples = [s for s in everything if self.cases[s.case].name in validation_names]
         for samples, what in ((self.training_samples, "training"), (self.validation_samples, "validation")):
             if not samples:
                 raise SettingsError(f"the {what} cases hold no labelled slice after ground-truth cleaning (objects under "
