@@ -7,6 +7,15 @@ from MedSAMSlicerLib.model_registry import build_network, load_model, model_spec
 from MedSAMSlicerLib.sample_data import make_phantom
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """Network exports go to the session's temporary folder, not the user's cache (subprocesses inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("cache")
+        patch.setenv("MEDSAM_SLICER_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def lite_model():
     """LiteMedSAM with the embedded, SHA-256-checked trained weights, on the CPU."""

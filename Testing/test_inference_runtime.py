@@ -1,12 +1,14 @@
 """The networks under OpenVINO or ONNX Runtime give PyTorch's outputs, and a runtime failure never stops segmentation."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from MedSAMSlicerLib import inference_runtime
 from MedSAMSlicerLib.errors import SettingsError
-from MedSAMSlicerLib.inference_runtime import compile_networks, installed_runtimes
+from MedSAMSlicerLib.inference_runtime import compile_networks, installed_runtimes, trim_exports
 from MedSAMSlicerLib.metrics import iou
 
 
@@ -66,3 +68,27 @@ def test_a_failed_export_falls_back_to_pytorch_with_a_warning(lite_model, monkey
     monkeypatch.setattr(inference_runtime, "export_onnx", broken)
     with pytest.warns(RuntimeWarning, match="failed \\(RuntimeError: unsupported operator\\); running them in PyTorch"):
         assert compiled(lite_model, "auto", tmp_path) is None
+
+
+def test_exports_beyond_the_budget_are_dropped_least_recently_used_first(tmp_path):
+    for age, name in enumerate(["newest", "kept-despite-age", "middle", "oldest"]):
+        path = tmp_path / f"{name}.onnx"
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1e9 - age * 1000, 1e9 - age * 1000))
+    (tmp_path / ".partial-being-written.onnx").write_bytes(b"x" * 1000)  # another process's export
+    deleted = trim_exports(tmp_path, budget=250, keep=[tmp_path / "kept-despite-age.onnx"])
+    assert [path.name for path in deleted] == ["oldest.onnx", "middle.onnx"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".partial-being-written.onnx",
+                                                                 "kept-despite-age.onnx", "newest.onnx"]
+    assert trim_exports(tmp_path, budget=250) == []
+
+
+def test_reusing_an_export_marks_it_recently_used(lite_model, tmp_path):
+    networks = compiled(lite_model, "auto", tmp_path)
+    if networks is None:
+        pytest.skip("no optimised runtime is installed")
+    exports = sorted((tmp_path / "onnx").glob("*.onnx"))
+    for path in exports:
+        os.utime(path, (1e9, 1e9))
+    compiled(lite_model, "auto", tmp_path)
+    assert all(path.stat().st_mtime > 1e9 for path in exports)

@@ -23,6 +23,8 @@ from torch import nn
 
 #: ``auto`` takes the first installed of OpenVINO and ONNX Runtime, else PyTorch
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
+#: exports kept on disk, least recently used dropped first: 5 ViT-B models (384 MB each) or 45 LiteMedSAMs (45 MB)
+EXPORT_BUDGET_BYTES = 2 * 1024 ** 3
 _MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 
 
@@ -57,6 +59,7 @@ def export_onnx(module: nn.Module, examples: Sequence[torch.Tensor], names: Sequ
     from .image_io import atomic_output
 
     if path.is_file():
+        os.utime(path)  # its time is its last use, for trim_exports
         return path
     with atomic_output(path) as temporary, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -64,6 +67,26 @@ def export_onnx(module: nn.Module, examples: Sequence[torch.Tensor], names: Sequ
             torch.onnx.export(module.cpu().eval(), tuple(examples), str(temporary), input_names=list(names),
                               output_names=["output"], dynamo=True, external_data=False, verbose=False)
     return path
+
+
+def trim_exports(folder: Path, budget: int, keep: Sequence[Path] = ()) -> List[Path]:
+    """Delete the least recently used exports in ``folder`` until they fit ``budget`` bytes; never ``keep``.
+
+    Each fine-tuned checkpoint has weights of its own and so exports of its own: without this the
+    cache would grow by hundreds of MB with every training run. Returns the deleted files.
+    """
+    kept = {Path(path).resolve() for path in keep}
+    exports = sorted((path for path in folder.glob("*.onnx") if not path.name.startswith(".")),
+                     key=lambda path: path.stat().st_mtime)
+    total, deleted = sum(path.stat().st_size for path in exports), []
+    for path in exports:
+        if total <= budget:
+            break
+        if path.resolve() not in kept:
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+            deleted.append(path)
+    return deleted
 
 
 class CompiledNetwork:
@@ -137,6 +160,7 @@ def compile_networks(image_encoder: nn.Module, prompt_encoder: nn.Module, mask_d
         decoder_path = export_onnx(BoxDecoder(prompt_encoder, mask_decoder),
                                    [torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
                                    ["embedding", "box"], stem.with_name(stem.name + "-box-decoder.onnx"))
+        trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=(encoder_path, decoder_path))
         return RuntimeNetworks(runtime, CompiledNetwork(runtime, encoder_path, ["image"]),
                                CompiledNetwork(runtime, decoder_path, ["embedding", "box"]))
     except Exception as error:  # an export or runtime failure must never stop segmentation: PyTorch still works
