@@ -26,7 +26,7 @@ import torch
 from .embedding_cache import EmbeddingCache
 from .geometry import occupied_slices
 from .intensity import IntensitySettings
-from .metrics import iou
+from .metrics import dice, iou
 from .model_registry import build_network, load_model, model_spec
 from .prompt_simulation import bounding_box
 from .reference_pipeline import reference_mask
@@ -150,7 +150,6 @@ def benchmark_model(model_id: str, checkpoint: Optional[str], device: str, runti
         started = time.perf_counter()
         model = load_model(model_id, checkpoint, device, runtime)
     setup = time.perf_counter() - started
-    setup = time.perf_counter() - started
     intensity = IntensitySettings.preset("soft-tissue")
     lesion = occupied_slices(phantom.truth, 2)
     chosen = [int(i) for i in np.linspace(lesion[0] + 2, lesion[-1] - 2, slices).round()]
@@ -205,7 +204,7 @@ def benchmark_model(model_id: str, checkpoint: Optional[str], device: str, runti
     result.volume_seconds = time.perf_counter() - seconds
     result.volume_shape = list(phantom.image.shape)
     result.volume_target_slices = int(len(occupied_slices(mask, 2)))
-    result.volume_dice = float(2 * (mask & phantom.truth).sum() / (mask.sum() + phantom.truth.sum()))
+    result.volume_dice = dice(phantom.truth, mask)
     result.cache_bytes, result.cache_budget_bytes = cache.nbytes, cache.max_bytes
     if model.device.type == "cuda":  # on a CPU this would take minutes per model
         seconds = time.perf_counter()

@@ -120,7 +120,7 @@ class SliceModel(ABC):
     @torch.inference_mode()
     def decode(self, embedding: torch.Tensor, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
         """Masks ``(N, H, W)`` bool for ``N`` boxes ``(x0, y0, x1, y1)`` on one slice's embedding ``(256, 64, 64)``."""
-        boxes = self.model_boxes(np.asarray(boxes, dtype=float).reshape(-1, 4), slice_shape)
+        boxes = self.model_boxes(boxes, slice_shape)
         if self.runtime_networks is not None and self.runtime_networks.box_decoder is not None:
             logits = self.runtime_networks.decode_boxes(embedding, boxes)
         else:

@@ -381,10 +381,9 @@ def train(config: TrainingConfig, images, labels, run_dir, resume: bool = False,
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         trainer = Trainer(config, cases, training, validation, run_dir, distributed, progress, log)
-        if log is not None and distributed.main:
-            log(f"{len(training)} training case(s), {len(trainer.training_samples)} slices; {len(validation)} "
-                f"validation case(s), {len(trainer.validation_samples)} slices; {config.model}, "
-                f"training the {config.train}, on {trainer.model.device} x {distributed.world} process(es)")
+        trainer.log(f"{len(training)} training case(s), {len(trainer.training_samples)} slices; {len(validation)} "
+                    f"validation case(s), {len(trainer.validation_samples)} slices; {config.model}, "
+                    f"training the {config.train}, on {trainer.model.device} x {distributed.world} process(es)")
         if resume:
             trainer.resume()
         return trainer.fit()
