@@ -5,7 +5,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from MedSAMSlicerLib.errors import ImageError
+from MedSAMSlicerLib.errors import ImageError, OutputError
 from MedSAMSlicerLib.geometry import ImageGeometry
 from MedSAMSlicerLib.image_io import atomic_output, check_output_path, read_image, write_image, write_segmentation
 
@@ -96,7 +96,9 @@ def test_failed_write_leaves_neither_partial_nor_target_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["out.png", "out.txt", "out"])
-def test_output_names_without_a_writer_are_refused(tmp_path, name):
-    with pytest.raises(ImageError, match="must end in .seg.nrrd"):
+@pytest.mark.parametrize("name, message", [("out.png", "must end in .seg.nrrd"), ("out.txt", "must end in .seg.nrrd"),
+                                           ("out", "must end in .seg.nrrd"), ("out.mhd", "use .mha or .nrrd"),
+                                           ("out.nhdr", "use .mha or .nrrd")])
+def test_output_names_without_a_safe_writer_are_refused(tmp_path, name, message):
+    with pytest.raises(OutputError, match=message):
         check_output_path(tmp_path / name)

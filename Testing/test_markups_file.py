@@ -115,14 +115,14 @@ def test_world_aligned_roi_on_oblique_image_gives_the_bounding_box_of_its_corner
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(PromptError, match=r"markups file .*absent\.mrk\.json: not found"):
+    with pytest.raises(PromptError, match=r"markups file .*absent\.mrk\.json does not exist"):
         read_markups_prompts(tmp_path / "absent.mrk.json", FLIPPED)
 
 
 def test_not_json(tmp_path):
     path = tmp_path / "lesion.mrk.json"
     path.write_text("{not json")
-    with pytest.raises(PromptError, match=r"lesion\.mrk\.json: not valid JSON"):
+    with pytest.raises(PromptError, match=r"lesion\.mrk\.json is not valid JSON"):
         read_markups_prompts(path, FLIPPED)
 
 

@@ -253,7 +253,7 @@ def write_report(path: Path, report: BenchmarkReport) -> Path:
     """The results as JSON at ``path`` and the table beside it (``.txt``); returns the table's path."""
     import json
 
-    from .image_io import atomic_output
+    from .output_files import atomic_output
 
     path = Path(path)
     with atomic_output(path) as temporary:

@@ -8,11 +8,18 @@
     medsam-slicer bench --model lite-medsam -o benchmark.json   # engine vs the naive published pipeline
     medsam-slicer models              # list the model ids
 
-Bad input exits with status 2 and one line on stderr; no partial output file is left behind.
+Bad input, and any file that cannot be read or written, exits with status 2 and one line on stderr,
+checked before the model loads wherever it can be; no partial output file is left behind and no
+input is ever written to. Warnings are one line each. An unexpected internal error exits with
+status 1 and one line (MEDSAM_SLICER_TRACEBACK=1 shows where it happened).
 """
 
 import argparse
+import os
 import sys
+import traceback
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -146,18 +153,24 @@ def _segment(args) -> None:
     from .file_segmentation import read_case, segment_case
     from .image_io import check_output_path
     from .model_registry import load_model
+    from .output_files import check_output_folder
 
-    output = check_output_path(args.output)
     if args.propagate < 0:
         raise PromptError(f"--propagate must be 0 or more, got {args.propagate}")
-    case = read_case(args.image, args.prompts, args.window, args.axis)  # bad input is refused before the model loads
+    # everything that can be refused is refused before the model loads
+    case = read_case(args.image, args.prompts, args.window, args.axis)
+    inputs = [path for path in (args.image, args.prompts, args.checkpoint) if path is not None]
+    output = check_output_path(args.output, inputs, case.prompts.labels)
+    if args.cache_dir is not None:
+        check_output_folder(args.cache_dir, inputs, "--cache-dir")
+    cache = EmbeddingCache(directory=args.cache_dir)
     model = load_model(args.model, args.checkpoint, args.device, args.runtime)
-    with tqdm(desc="segmenting slices", unit="slice", disable=args.quiet, file=sys.stderr) as bar:
+    with tqdm(desc="segmenting slices", unit="box", disable=args.quiet, file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = segment_case(case, output, model, args.propagate, EmbeddingCache(directory=args.cache_dir), progress)
+        result = segment_case(case, output, model, args.propagate, cache, progress)
     for target in result.targets:
         print(f"label {target.label}: {target.slices} slices, {target.volume_ml:.2f} mL, "
               f"longest diameter {target.longest_diameter_mm:.1f} mm (slice {target.diameter_slice})")
@@ -165,10 +178,12 @@ def _segment(args) -> None:
 
 
 def _sample(args) -> None:
+    from .output_files import check_output_folder
     from .sample_data import write_sample
 
     if args.every < 1:
         raise PromptError(f"--every must be 1 or more, got {args.every}")
+    check_output_folder(args.directory)
     for path in write_sample(args.directory, args.every):
         print(f"wrote {path}")
 
@@ -176,19 +191,23 @@ def _sample(args) -> None:
 def _evaluate(args) -> None:
     from .cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
     from .evaluation_report import summary_lines, wilcoxon_lines
-    from .image_io import paired_images, read_image
+    from .image_io import paired_images, read_image, read_label_image
+    from .output_files import check_output_folder
 
     def loader(image_path: Path, label_path: Path):
         def load() -> LabelledImage:
-            image, labels = read_image(image_path), read_image(label_path)
+            image, labels = read_image(image_path), read_label_image(label_path)
             return LabelledImage(image.array, labels.array, tuple(reversed(image.geometry.spacing)), image.modality)
         return load
 
     options = EvaluationOptions(args.protocol or ["box-each"], args.window, args.axis, args.every, args.jitter,
                                 args.clicks, args.tolerance, args.device, args.runtime)
-    cases = [EvaluationCase(image.name, loader(image, label)) for image, label in paired_images(args.images, args.labels)]
-    rows = evaluate_cohort(cases, args.model or ["lite-medsam"], Path(args.output), options,
-                           _read_labels_map(args.labels_map), _stage_bars(quiet=False))
+    pairs = paired_images(args.images, args.labels)
+    check_output_folder(args.output, [path for pair in pairs for path in pair])
+    cases = [EvaluationCase(image.name, loader(image, label)) for image, label in pairs]
+    with _stage_bars(quiet=False) as progress:
+        rows = evaluate_cohort(cases, args.model or ["lite-medsam"], Path(args.output), options,
+                               _read_labels_map(args.labels_map), progress)
     print("\n".join(summary_lines(rows) + wilcoxon_lines(rows)))
     print(f"wrote {Path(args.output) / 'scores.csv'}, summary.txt, dsc_boxplot.png and overlays")
 
@@ -197,8 +216,11 @@ def _train(args) -> None:
     from tqdm import tqdm
 
     from .distributed import Distributed
+    from .image_io import paired_images
+    from .output_files import check_output_folder
     from .trainer import TrainingConfig, train
 
+    check_output_folder(args.output, [path for pair in paired_images(args.images, args.labels) for path in pair])
     config = TrainingConfig(
         model=args.model, checkpoint=args.checkpoint, train=args.train, epochs=args.epochs, batch_size=args.batch_size,
         accumulate=args.accumulate, learning_rate=args.lr, weight_decay=args.weight_decay, jitter=args.jitter,
@@ -206,9 +228,9 @@ def _train(args) -> None:
         window=args.window, axis=args.axis, min_object_voxels=args.min_object_voxels,
         min_object_pixels=args.min_object_pixels, device=args.device, amp=not args.no_amp)
     main_process = Distributed.from_environment().main  # under torchrun only the first process reports
-    result = train(config, args.images, args.labels, args.output, resume=args.resume,
-                   progress=_stage_bars(quiet=args.quiet or not main_process),
-                   log=lambda line: tqdm.write(line, file=sys.stdout))
+    with _stage_bars(quiet=args.quiet or not main_process) as progress:
+        result = train(config, args.images, args.labels, args.output, resume=args.resume, progress=progress,
+                       log=lambda line: tqdm.write(line, file=sys.stdout))
     if not main_process:
         return
     start = result.history[0]["val_dsc"]
@@ -223,10 +245,13 @@ def _batch(args) -> None:
     from .cohort_segmentation import cases_from_csv, cases_from_folders, parse_shard, segment_cohort
     from .distributed import Distributed
     from .model_registry import load_model
+    from .output_files import check_output_folder
 
     if args.images is not None and args.prompts is None:
         raise PromptError("--images needs --prompts (the folder of prompt files)")
     cases = cases_from_csv(Path(args.csv)) if args.csv else cases_from_folders(Path(args.images), Path(args.prompts))
+    inputs = [path for case in cases for path in case.inputs] + [p for p in (args.csv, args.checkpoint) if p]
+    check_output_folder(args.output, inputs)
     place = Distributed.from_environment()
     shard = parse_shard(args.shard, place.rank, place.world)
     model = load_model(args.model, args.checkpoint, place.device(args.device), args.runtime)
@@ -248,18 +273,22 @@ def _batch(args) -> None:
 def _bench(args) -> None:
     from .benchmark import run_benchmark, summary_table, write_report
     from .model_registry import parse_model_choice
+    from .output_files import check_writable_folder
 
     if args.slices < 1 or args.prompts < 1 or args.volume_slices < 48:
         raise PromptError("--slices and --prompts must be 1 or more, --volume-slices 48 or more (the target spans 40)")
     models = [parse_model_choice(text) for text in (args.model or ["lite-medsam"])]
+    check_writable_folder(Path(args.output).parent, f"output {args.output}: folder")
     report = run_benchmark(models, args.device, args.runtime, args.slices, args.volume_slices, args.prompts)
     table = write_report(Path(args.output), report)
     print("\n".join(summary_table(report)))
     print(f"wrote {args.output} and {table}")
 
 
+@contextmanager
 def _stage_bars(quiet: bool):
-    """A ``progress(stage, done, total)`` callback drawing one progress bar per stage, closed when it completes."""
+    """A ``progress(stage, done, total)`` callback drawing one progress bar per stage; every bar is closed on the
+    way out, so an error is printed on a line of its own."""
     from tqdm import tqdm
 
     bars = {}
@@ -273,17 +302,19 @@ def _stage_bars(quiet: bool):
         bar.update(done - bar.n)
         if done >= total:
             bars.pop(stage).close()
-    return progress
+    try:
+        yield progress
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 def _read_labels_map(path):
     if path is None:
         return {}
-    import json
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise PromptError(f"labels map {path} is not a readable JSON file ({error.__class__.__name__})") from None
+    from .json_file import read_json
+
+    document = read_json(path, "labels map")
     if not isinstance(document, dict) or not all(k.isdigit() and isinstance(v, str) for k, v in document.items()):
         raise PromptError(f'labels map {path} must map label values to names, e.g. {{"1": "liver"}}')
     return {int(k): v for k, v in document.items()}
@@ -299,16 +330,38 @@ def _models(args) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        {"segment": _segment, "sample": _sample, "evaluate": _evaluate, "train": _train,
-         "batch": _batch, "bench": _bench, "models": _models}[args.command](args)
-    except MedSAMError as error:
-        print(f"medsam-slicer: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("medsam-slicer: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        try:
+            {"segment": _segment, "sample": _sample, "evaluate": _evaluate, "train": _train,
+             "batch": _batch, "bench": _bench, "models": _models}[args.command](args)
+        except MedSAMError as error:
+            return _fail(str(error), EXIT_BAD_INPUT)
+        except OSError as error:  # a file that could not be read or written, wherever it surfaced
+            where = f"{error.filename}: " if error.filename else ""
+            return _fail(f"{where}{error.strerror or error}", EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            return _fail("interrupted", 130)
+        except Exception as error:
+            if os.environ.get("MEDSAM_SLICER_TRACEBACK"):
+                traceback.print_exc()
+            return _fail(f"internal error ({error.__class__.__name__}: {error}); please report it", 1,
+                         "set MEDSAM_SLICER_TRACEBACK=1 to see where")
     return 0
+
+
+def _fail(message: str, status: int, hint: str = "") -> int:
+    """One line on stderr, whatever the message holds."""
+    line = " ".join(message.split())
+    print(f"medsam-slicer: error: {line}" + (f" ({hint})" if hint else ""), file=sys.stderr)
+    return status
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, above any progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"medsam-slicer: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ folder) or from two folders matched by name (``case.nii.gz`` with ``case.json`` 
 measurements in the output folder; a case whose JSON exists is skipped, so a stopped run
 resumes where it stopped. Processes share a cohort by taking every N-th case: under ``torchrun``
 each process (one per GPU) takes its rank's share, and on a CPU ``--shard I/N`` does the same for
-processes started by hand. A failed case is recorded (``case.error.txt``) and the others go on.
-Each process rewrites ``summary.csv`` from all the case JSONs when it finishes.
+processes started by hand. Whatever goes wrong with one case (bad input or an unexpected error)
+is recorded in ``case.error.txt`` and in the summary, and the others go on; only an interrupt
+stops the cohort. Each process rewrites ``summary.csv`` from all the case JSONs and error files
+when it stops. Case names are file names inside the output folder (never paths), unique, and
+the output folder holds none of the inputs, so no result can land outside it or on an input.
 """
 
 import csv
@@ -18,10 +21,11 @@ from typing import Callable, List, Optional, Sequence
 
 from .errors import ImageError, MedSAMError, SettingsError
 from .file_segmentation import read_case, segment_case
-from .image_io import IMAGE_SUFFIXES, atomic_output
+from .image_io import IMAGE_SUFFIXES
+from .output_files import atomic_output
 from .slice_model import SliceModel
 
-SUMMARY_COLUMNS = ["case", "label", "slices", "volume_ml", "longest_diameter_mm", "diameter_slice", "seconds"]
+SUMMARY_COLUMNS = ["case", "label", "slices", "volume_ml", "longest_diameter_mm", "diameter_slice", "seconds", "error"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,10 @@ class CohortCase:
     name: str
     image: Path
     prompts: Path
+
+    @property
+    def inputs(self) -> tuple:
+        return self.image, self.prompts
 
 
 @dataclass
@@ -50,11 +58,15 @@ def cases_from_folders(images: Path, prompts: Path) -> List[CohortCase]:
     for folder, what in ((images, "--images"), (prompts, "--prompts")):
         if not Path(folder).is_dir():
             raise ImageError(f"{what} {folder} is not a folder")
-    cases = []
+    cases, seen = [], {}
     for image in sorted(Path(images).iterdir()):
         if not (image.is_dir() or image.name.lower().endswith(IMAGE_SUFFIXES)):
             continue
         name = case_name(image)
+        if name in seen:
+            raise ImageError(f"images {seen[name].name} and {image.name} in {images} have the same case name {name!r}; "
+                             "rename one (each case needs its own results)")
+        seen[name] = image
         found = [p for p in (Path(prompts) / f"{name}.json", Path(prompts) / f"{name}.mrk.json") if p.is_file()]
         if not found:
             raise ImageError(f"image {image.name} has no prompt file {name}.json or {name}.mrk.json in {prompts}")
@@ -80,6 +92,9 @@ def cases_from_csv(path: Path) -> List[CohortCase]:
             raise ImageError(f"cases file {path}, line {number}: image and prompts must both be given")
         image, prompts = (path.parent / row[column] for column in ("image", "prompts"))
         name = row.get("case") or case_name(image)
+        if name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+            raise ImageError(f"cases file {path}, line {number}: case name {name!r} must be a plain file name "
+                             "(no folder, no leading or trailing spaces): results are written under it in the output folder")
         if name in names:
             raise ImageError(f"cases file {path}, line {number}: case name {name!r} is used twice")
         names.add(name)
@@ -109,33 +124,38 @@ def segment_cohort(cases: Sequence[CohortCase], model: SliceModel, output: Path,
     output.mkdir(parents=True, exist_ok=True)
     mine = list(cases)[index::count]
     outcome = CohortOutcome([], [], [])
-    for number, case in enumerate(mine, start=1):
-        record, error_file = output / f"{case.name}.json", output / f"{case.name}.error.txt"
-        if record.is_file():
-            outcome.skipped.append(case.name)
-        else:
-            try:
-                result = segment_case(read_case(case.image, case.prompts, window), output / f"{case.name}{suffix}",
-                                      model, propagate)
-            except MedSAMError as error:
-                error_file.write_text(f"{error}\n", encoding="utf-8")
-                outcome.failed.append(case.name)
+    try:
+        for number, case in enumerate(mine, start=1):
+            record, error_file = output / f"{case.name}.json", output / f"{case.name}.error.txt"
+            if record.is_file():
+                outcome.skipped.append(case.name)
             else:
-                with atomic_output(record) as temporary:
-                    temporary.write_text(json.dumps({
-                        "case": case.name, "image": str(case.image), "prompts": str(case.prompts),
-                        "model": model.cache_id, "intensity": result.intensity, "seconds": result.seconds,
-                        "targets": [t.as_dict() for t in result.targets]}, indent=2) + "\n", encoding="utf-8")
-                error_file.unlink(missing_ok=True)
-                outcome.done.append(case.name)
-        if progress is not None:
-            progress(f"cases (shard {index + 1}/{count})", number, len(mine))
-    write_summary(output)
+                try:
+                    result = segment_case(read_case(case.image, case.prompts, window), output / f"{case.name}{suffix}",
+                                          model, propagate)
+                    with atomic_output(record) as temporary:
+                        temporary.write_text(json.dumps({
+                            "case": case.name, "image": str(case.image), "prompts": str(case.prompts),
+                            "model": model.cache_id, "intensity": result.intensity, "seconds": result.seconds,
+                            "targets": [t.as_dict() for t in result.targets]}, indent=2) + "\n", encoding="utf-8")
+                except Exception as error:  # any failure is this case's, never the cohort's
+                    reason = str(error) if isinstance(error, MedSAMError) else f"{error.__class__.__name__}: {error}"
+                    with atomic_output(error_file) as temporary:
+                        temporary.write_text(" ".join(reason.split()) + "\n", encoding="utf-8")
+                    outcome.failed.append(case.name)
+                else:
+                    error_file.unlink(missing_ok=True)
+                    outcome.done.append(case.name)
+            if progress is not None:
+                progress(f"cases (shard {index + 1}/{count})", number, len(mine))
+    finally:  # an interrupted run still leaves the summary of what is done
+        write_summary(output)
     return outcome
 
 
 def write_summary(output: Path) -> Path:
-    """``summary.csv``: one row per case and target, from every case JSON in ``output`` (all shards')."""
+    """``summary.csv``: one row per case and target from every case JSON in ``output`` (all shards'), and one
+    row per failed case with its reason."""
     rows = []
     for record in sorted(output.glob("*.json")):
         try:
@@ -144,6 +164,12 @@ def write_summary(output: Path) -> Path:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a case record of ours
         rows.extend({"case": case, "seconds": seconds, **target} for target in targets)
+    for failure in sorted(output.glob("*.error.txt")):
+        try:
+            reason = failure.read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):
+            continue
+        rows.append({"case": failure.name[:-len(".error.txt")], "error": reason})
     path = output / "summary.csv"
     with atomic_output(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")

@@ -5,13 +5,16 @@ the intensity settings and the model weights. Memory is bounded by a byte budget
 least-recently-used eviction; embeddings may be stored as fp16 to halve it. An optional
 directory keeps them across restarts: files are written atomically, carry their full key, and
 a file whose key or shape does not match is ignored, so a changed image or setting never
-returns a stale embedding.
+returns a stale embedding. The directory is a convenience, never a reason to lose a run: if
+writing to it fails (disk full, folder removed), one warning says so and the cache goes on in
+memory only.
 """
 
 import hashlib
 import os
 import tempfile
 import threading
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -60,6 +63,7 @@ class EmbeddingCache:
         self._entries: "OrderedDict[EmbeddingKey, torch.Tensor]" = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._disk_failed = False
 
     @property
     def nbytes(self) -> int:
@@ -95,8 +99,13 @@ class EmbeddingCache:
         if tuple(embedding.shape) != EMBEDDING_SHAPE:
             raise ValueError(f"embedding for {key} has shape {tuple(embedding.shape)}, expected {EMBEDDING_SHAPE}")
         self._remember(key, embedding)
-        if self.directory is not None:
-            self._write(key, embedding)
+        if self.directory is not None and not self._disk_failed:
+            try:
+                self._write(key, embedding)
+            except OSError as error:
+                self._disk_failed = True
+                warnings.warn(f"embedding cache folder {self.directory} cannot be written "
+                              f"({error.strerror or error}); embeddings are kept in memory only", RuntimeWarning)
 
     def clear(self) -> None:
         """Forget everything in memory (files on disk stay valid and are reused)."""

@@ -24,3 +24,7 @@ class CheckpointError(MedSAMError):
 
 class SettingsError(MedSAMError):
     """An option (device, intensity window, axis, model id) has an invalid value."""
+
+
+class OutputError(MedSAMError):
+    """An output cannot be written where asked (not writable, disk full, a file in the way) or would replace an input."""

@@ -2,22 +2,21 @@
 
 Images are whatever SimpleITK reads (NIfTI, NRRD, MHA, ...) or a folder holding one DICOM series.
 Segmentations are written as a Slicer ``.seg.nrrd`` (one named, coloured segment per label) or as
-a label image in any format SimpleITK writes. Output goes to a temporary file beside the target
-that is renamed into place only when complete.
+a label image in a one-file format SimpleITK writes. Output goes to a temporary file beside the
+target, is read back and compared with what was meant, and only then renamed into place
+(``output_files.atomic_output``).
 """
 
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import ImageError
+from .errors import ImageError, OutputError
 from .geometry import ImageGeometry
+from .output_files import atomic_output, check_not_an_input, check_writable_folder
 
 PathLike = Union[str, Path]
 
@@ -73,36 +72,46 @@ def read_image(path: PathLike) -> LoadedImage:
     return LoadedImage(sitk.GetArrayFromImage(image), geometry_of(image), modality)
 
 
-@contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
-    """A temporary path with ``path``'s suffixes, moved onto ``path`` only if the block completes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=suffix)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+def read_label_image(path: PathLike) -> LoadedImage:
+    """Read a label volume: label numbers, so integers; a float file is accepted only where every value is whole."""
+    labels = read_image(path)
+    if not np.issubdtype(labels.array.dtype, np.integer):
+        if not np.array_equal(labels.array, np.round(labels.array)):  # NaN fails this too
+            raise ImageError(f"labels {Path(path).name} hold non-integer values; a label volume holds label numbers")
+        labels.array = labels.array.astype(np.int64)
+    return labels
 
 
-#: Label-image formats the output may take besides ``.seg.nrrd``
-LABEL_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Label-image formats the output may take besides ``.seg.nrrd``. Two-file formats (.mhd, .nhdr) are not offered:
+#: a header and its data file cannot be renamed into place as one, so they could be left half-written.
+LABEL_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+#: label-image voxel types, smallest first; a label above the last one's range cannot be stored
+LABEL_TYPES = (np.uint8, np.uint16, np.uint32)
 
 
 def is_seg_nrrd(path: PathLike) -> bool:
     return str(path).lower().endswith(".seg.nrrd")
 
 
-def check_output_path(path: PathLike) -> Path:
-    """Reject an output name no writer handles, before any work is done."""
+def check_output_path(path: PathLike, inputs: Iterable[PathLike] = (), labels: Iterable[int] = ()) -> Path:
+    """Refuse, before any work, an output no writer handles, one that would replace an input, or one not writable.
+
+    ``labels`` are the label numbers to be written: a label image must be able to hold them.
+    """
     path = Path(path)
+    if str(path).lower().endswith((".mhd", ".nhdr")):
+        raise OutputError(f"output {path}: header + data file formats (.mhd, .nhdr) cannot be written safely; "
+                          "use .mha or .nrrd (one file, same content)")
     if not (is_seg_nrrd(path) or str(path).lower().endswith(LABEL_IMAGE_SUFFIXES)):
-        raise ImageError(f"output {path} must end in .seg.nrrd or one of {', '.join(LABEL_IMAGE_SUFFIXES)}")
+        raise OutputError(f"output {path} must end in .seg.nrrd or one of {', '.join(LABEL_IMAGE_SUFFIXES)}")
     if path.is_dir():
-        raise ImageError(f"output {path} is a folder; give a file name")
+        raise OutputError(f"output {path} is a folder; give a file name")
+    check_not_an_input(path, inputs)
+    top = max(labels, default=0)
+    if not is_seg_nrrd(path) and top > np.iinfo(LABEL_TYPES[-1]).max:
+        raise OutputError(f"output {path}: label {top} does not fit a label image (at most "
+                          f"{np.iinfo(LABEL_TYPES[-1]).max}); use .seg.nrrd")
+    check_writable_folder(path.parent, f"output {path}: folder")
     return path
 
 
@@ -110,35 +119,57 @@ def write_segmentation(path: PathLike, masks: Dict[int, np.ndarray], geometry: I
                        names: Optional[Dict[int, str]] = None) -> None:
     """Write per-label ``[k, j, i]`` masks to ``path`` (``.seg.nrrd`` or a label image) in ``geometry``."""
     names = names or {}
-    with atomic_output(path) as temporary:
-        if is_seg_nrrd(path):
-            import slicerio
-            segmentation = slicerio.create_segmentation(geometry.size, geometry.ijk_to_lps)
-            for n, (label, mask) in enumerate(sorted(masks.items())):
-                slicerio.add_segment(segmentation, mask.transpose(2, 1, 0), {
-                    "id": f"Segment_{label}", "name": names.get(label, f"label {label}"),
-                    "color": list(SEGMENT_COLORS[n % len(SEGMENT_COLORS)]),
-                })
+    if is_seg_nrrd(path):
+        import slicerio
+        segmentation = slicerio.create_segmentation(geometry.size, geometry.ijk_to_lps)
+        for n, (label, mask) in enumerate(sorted(masks.items())):
+            slicerio.add_segment(segmentation, mask.transpose(2, 1, 0), {
+                "id": f"Segment_{label}", "name": names.get(label, f"label {label}"),
+                "color": list(SEGMENT_COLORS[n % len(SEGMENT_COLORS)]),
+            })
+
+        def verify(written: Path) -> None:
+            try:
+                voxels = slicerio.read_segmentation(str(written))["voxels"]
+            except Exception:  # any failure to parse means the file on disk is not what was meant
+                voxels = None
+            _check_read_back(path, voxels, segmentation["voxels"])
+
+        with atomic_output(path, verify) as temporary:
             slicerio.write_segmentation(str(temporary), segmentation)
-        else:
-            labels = np.zeros(geometry.shape_kji, dtype=np.uint16 if max(masks, default=0) > 255 else np.uint8)
-            for label, mask in sorted(masks.items()):  # where targets overlap, the higher label wins
-                labels[mask] = label
-            _write_array(temporary, labels, geometry)
+        return
+    top = max(masks, default=0)
+    dtype = next((t for t in LABEL_TYPES if top <= np.iinfo(t).max), None)
+    if dtype is None:
+        raise OutputError(f"output {path}: label {top} does not fit a label image; use .seg.nrrd")
+    labels = np.zeros(geometry.shape_kji, dtype=dtype)
+    for label, mask in sorted(masks.items()):  # where targets overlap, the higher label wins
+        labels[mask] = label
+    write_image(path, labels, geometry)
 
 
 def write_image(path: PathLike, array: np.ndarray, geometry: ImageGeometry) -> None:
-    """Write a ``[k, j, i]`` array as an image with ``geometry``, atomically."""
-    with atomic_output(path) as temporary:
-        _write_array(temporary, array, geometry)
-
-
-def _write_array(path: Path, array: np.ndarray, geometry: ImageGeometry) -> None:
+    """Write a ``[k, j, i]`` array as an image with ``geometry``, atomically, and check that it reads back the same."""
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(geometry.spacing)
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
-    sitk.WriteImage(image, str(path), useCompression=True)
+
+    def verify(written: Path) -> None:
+        try:
+            voxels = sitk.GetArrayFromImage(sitk.ReadImage(str(written)))
+        except RuntimeError:
+            voxels = None
+        _check_read_back(path, voxels, array)
+
+    with atomic_output(path, verify) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=True)
+
+
+def _check_read_back(path: PathLike, written: Optional[np.ndarray], meant: np.ndarray) -> None:
+    """SimpleITK reports no error for some failed writes (a full disk): what is on disk must be what was meant."""
+    if written is None or written.shape != meant.shape or not np.array_equal(written, meant):
+        raise OutputError(f"cannot write {path}: the file written does not read back as written (is the disk full?)")
 
 
 #: Image files a folder of cases may hold

@@ -5,15 +5,19 @@ Other modalities: clip to the 0.5th/99.5th percentiles of the strictly positive 
 min-max rescale to 0-255, voxels that were zero stay zero. Then a truncating cast to uint8.
 The caller's array is never modified; the float work is done slab by slab, in the dtype the
 reference computes in, so that a 512x512x300 CT never needs a full float64 copy.
+Non-finite voxels (NaN or infinite, common outside the field of view of resampled scans) would
+poison every min, max and percentile: they are left out of the statistics, become 0 (the lowest
+intensity), and a warning says how many there were.
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from .errors import SettingsError
+from .errors import ImageError, SettingsError
 
 #: Paper presets, (width, level) in HU.
 CT_PRESETS = {
@@ -91,7 +95,24 @@ def looks_like_ct(image: Optional[np.ndarray], modality: Optional[str] = None) -
     """True for DICOM modality CT, or, without one, for an image whose minimum is at or below -500 (HU air)."""
     if modality:
         return modality.strip().upper() == "CT"
-    return image is not None and image.size > 0 and float(np.min(image)) <= -500
+    if image is None:
+        return False
+    finite = finite_voxels(np.asarray(image))
+    return finite.size > 0 and float(np.min(finite)) <= -500
+
+
+def non_finite_mask(image: np.ndarray) -> Optional[np.ndarray]:
+    """Where ``image`` is NaN or infinite, or None when every voxel is finite (always for integer images)."""
+    if not np.issubdtype(image.dtype, np.inexact):
+        return None
+    bad = ~np.isfinite(image)
+    return bad if bad.any() else None
+
+
+def finite_voxels(image: np.ndarray, bad: Optional[np.ndarray] = None) -> np.ndarray:
+    """``image`` itself when it is all finite, else its finite voxels (flattened)."""
+    bad = non_finite_mask(image) if bad is None else bad
+    return image if bad is None else image[~bad]
 
 
 def normalize_volume(image: np.ndarray, settings: IntensitySettings) -> np.ndarray:
@@ -99,11 +120,19 @@ def normalize_volume(image: np.ndarray, settings: IntensitySettings) -> np.ndarr
     image = np.asarray(image)
     if image.size == 0:
         raise SettingsError("cannot normalise an empty image")
+    bad = non_finite_mask(image)
+    values = finite_voxels(image, bad)
+    if bad is not None:
+        if values.size == 0:
+            raise ImageError("the image holds no finite voxel (all NaN or infinite)")
+        warnings.warn(f"{int(bad.sum())} non-finite voxel(s) (NaN or infinite) are treated as the lowest "
+                      "intensity (0 after normalisation); the other voxels are normalised without them",
+                      RuntimeWarning, stacklevel=2)
     if settings.mode == "window":
         lower = settings.level - settings.width / 2
         upper = settings.level + settings.width / 2
     else:
-        positive = image[image > 0]
+        positive = values[values > 0]
         if positive.size == 0:
             return np.zeros(image.shape, dtype=np.uint8)
         lower = np.percentile(positive, settings.lower_percentile)
@@ -111,19 +140,22 @@ def normalize_volume(image: np.ndarray, settings: IntensitySettings) -> np.ndarr
     # The reference's arithmetic runs in the dtype np.clip gives (float32 for float32 images, else
     # float64); using the same dtype and order of operations makes every voxel round the same way.
     dtype = np.clip(image.reshape(-1)[:1], lower, upper).dtype
-    clipped_min = np.clip(np.min(image), lower, upper).astype(dtype)
-    clipped_max = np.clip(np.max(image), lower, upper).astype(dtype)
+    clipped_min = np.clip(np.min(values), lower, upper).astype(dtype)
+    clipped_max = np.clip(np.max(values), lower, upper).astype(dtype)
     span = clipped_max - clipped_min
 
     out = np.empty(image.shape, dtype=np.uint8)
     flat_in, flat_out = image.reshape(-1), out.reshape(-1)
+    flat_bad = None if bad is None else bad.reshape(-1)
     for start in range(0, flat_in.size, _SLAB_VOXELS):
         slab = flat_in[start:start + _SLAB_VOXELS]
         if span > 0:
-            values = (np.clip(slab, lower, upper) - clipped_min) / span * 255.0
+            scaled = (np.clip(slab, lower, upper) - clipped_min) / span * 255.0
         else:
-            values = np.zeros(slab.shape, dtype=dtype)
+            scaled = np.zeros(slab.shape, dtype=dtype)
         if settings.mode == "percentile":
-            values[slab == 0] = 0
-        flat_out[start:start + _SLAB_VOXELS] = values.astype(np.uint8)
+            scaled[slab == 0] = 0
+        if flat_bad is not None:
+            scaled[flat_bad[start:start + _SLAB_VOXELS]] = 0
+        flat_out[start:start + _SLAB_VOXELS] = scaled.astype(np.uint8)
     return out

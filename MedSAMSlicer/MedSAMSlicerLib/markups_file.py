@@ -6,7 +6,6 @@ RECIST axes (two lines on one slice are a long and short axis), ROI markups beco
 other markup type is refused rather than silently ignored.
 """
 
-import json
 from itertools import product
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
@@ -15,7 +14,8 @@ import numpy as np
 
 from .errors import PromptError
 from .geometry import ImageGeometry, check_axis, in_plane_axes
-from .prompts import BoxPrompt, Prompt, PromptSet, RecistPrompt, Segment
+from .json_file import read_json, shown
+from .prompts import BoxPrompt, Prompt, PromptSet, RecistPrompt, Segment, check_prompt_count
 
 MAX_SLICE_OFFSET = 0.5  # voxels a line's endpoints may differ along the axis and still share a slice
 
@@ -45,24 +45,18 @@ def prompts_from_markups(markups: List[dict], geometry: ImageGeometry, axis: int
             slice_index, box = _roi_box(markup, name, geometry, axis)
             prompts.append(BoxPrompt(slice=slice_index, box=box, label=label, name=name))
         else:
-            raise PromptError(f"{name}: a {kind!r} markup is not a prompt; use Line (RECIST) or ROI (box) markups")
+            raise PromptError(f"{name}: a {shown(kind)} markup is not a prompt; use Line (RECIST) or ROI (box) markups")
     for slice_index, group in lines.items():
         prompts.append(_recist(slice_index, group, source, geometry, axis, label))
     return PromptSet(prompts=prompts, axis=axis)
 
 
 def _load_markups(path: Path) -> List[dict]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PromptError(f"markups file {path}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PromptError(f"markups file {path}: cannot be read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise PromptError(f"markups file {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    document = read_json(path, "markups file")
     markups = document.get("markups") if isinstance(document, dict) else None
     if not isinstance(markups, list) or not all(isinstance(m, dict) for m in markups):
         raise PromptError(f"markups file {path}: has no \"markups\" list of objects; is it a Slicer .mrk.json file?")
+    check_prompt_count(len(markups), f"markups file {path.name}")
     return markups
 
 
@@ -72,20 +66,20 @@ def _vector(value, length: int, what: str, name: str) -> np.ndarray:
     except (TypeError, ValueError):
         vector = np.empty(0)
     if vector.shape != (length,) or not np.all(np.isfinite(vector)):
-        raise PromptError(f"{name}: {what} must be {length} numbers, got {value!r}")
+        raise PromptError(f"{name}: {what} must be {length} numbers, got {shown(value)}")
     return vector
 
 
 def _to_ijk(points: np.ndarray, markup: dict, name: str, geometry: ImageGeometry) -> np.ndarray:
     units = markup.get("coordinateUnits", "mm")
     if (units[0] if isinstance(units, list) and units else units) != "mm":
-        raise PromptError(f"{name}: coordinate units {units!r} are not mm")
+        raise PromptError(f"{name}: coordinate units {shown(units)} are not mm")
     system = markup.get("coordinateSystem", "LPS")
     if system == "LPS":
         return geometry.lps_to_ijk(points)
     if system == "RAS":
         return geometry.ras_to_ijk(points)
-    raise PromptError(f"{name}: coordinate system {system!r} is not LPS or RAS")
+    raise PromptError(f"{name}: coordinate system {shown(system)} is not LPS or RAS")
 
 
 def _line_ijk(markup: dict, name: str, geometry: ImageGeometry, axis: int) -> Tuple[int, np.ndarray]:

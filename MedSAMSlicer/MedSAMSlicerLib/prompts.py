@@ -3,9 +3,14 @@
 A prompt lives on one slice along the slicing axis and uses in-plane voxel coordinates
 ``x, y`` (see ``geometry``). RECIST markers become boxes as in the seed study: the rectangle
 covering both axes plus a 5 px margin; a long axis alone gives the square centred on its
-midpoint with side equal to its length (the MedSAM2 convention).
+midpoint with side equal to its length (the MedSAM2 convention). A short axis of zero length (a
+click, or a target one voxel wide) is a point: the rectangle covers the long axis and that point.
+
+Work is bounded: a prompt set holds at most ``MAX_PROMPTS`` prompts and a target at most
+``MAX_BOXES_PER_SLICE`` boxes on one slice (each box is one decoder pass on every slice it reaches).
 """
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -15,6 +20,10 @@ from .errors import PromptError
 from .geometry import check_axis, plane_shape, slice_count
 
 RECIST_MARGIN_PX = 5.0
+#: prompts one image may carry (a cohort's largest RECIST files hold tens)
+MAX_PROMPTS = 1000
+#: boxes one target may have on one slice (lesions of one label side by side)
+MAX_BOXES_PER_SLICE = 100
 
 Point = Tuple[float, float]
 Segment = Tuple[Point, Point]
@@ -50,13 +59,18 @@ class RecistPrompt:
     label: int = 1
     name: str = "RECIST prompt"
 
+    def __post_init__(self):
+        if self.short_axis is not None and _is_point(self.short_axis):
+            warnings.warn(f"{self.name}: the short axis has zero length; the box covers the long axis and that point",
+                          RuntimeWarning, stacklevel=3)
+
     def raw_box(self, margin: float = RECIST_MARGIN_PX) -> np.ndarray:
         long_axis = _segment(self.long_axis, f"{self.name}: long axis")
         if self.short_axis is None:
             centre = long_axis.mean(axis=0)
             half = np.linalg.norm(long_axis[1] - long_axis[0]) / 2
             return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
-        points = np.vstack([long_axis, _segment(self.short_axis, f"{self.name}: short axis")])
+        points = np.vstack([long_axis, _segment(self.short_axis, f"{self.name}: short axis", allow_point=True)])
         return np.concatenate([points.min(axis=0) - margin, points.max(axis=0) + margin])
 
 
@@ -72,6 +86,7 @@ class PromptSet:
 
     def __post_init__(self):
         self.axis = check_axis(self.axis)
+        check_prompt_count(len(self.prompts))
 
     @property
     def labels(self) -> List[int]:
@@ -86,17 +101,35 @@ class PromptSet:
             if not 0 <= prompt.slice < slices:
                 raise PromptError(f"{prompt.name}: slice {prompt.slice} is outside 0-{slices - 1} along axis {self.axis}")
             box = clip_box(prompt.raw_box(), height, width, prompt.name)
-            boxes.setdefault(prompt.label, {}).setdefault(prompt.slice, []).append(box)
+            on_slice = boxes.setdefault(prompt.label, {}).setdefault(prompt.slice, [])
+            if len(on_slice) == MAX_BOXES_PER_SLICE:
+                raise PromptError(f"{prompt.name}: label {prompt.label} has more than {MAX_BOXES_PER_SLICE} boxes on "
+                                  f"slice {prompt.slice}; at most {MAX_BOXES_PER_SLICE} are taken per target and slice")
+            on_slice.append(box)
         return boxes
 
 
-def _segment(points, what: str) -> np.ndarray:
+def check_prompt_count(count: int, source: str = "prompts") -> None:
+    if count > MAX_PROMPTS:
+        raise PromptError(f"{source}: {count} prompts; at most {MAX_PROMPTS} are taken per image")
+
+
+def _segment(points, what: str, allow_point: bool = False) -> np.ndarray:
     segment = np.asarray(points, dtype=float)
     if segment.shape != (2, 2) or not np.all(np.isfinite(segment)):
         raise PromptError(f"{what} must be two points [[x, y], [x, y]], got {points!r}")
-    if np.allclose(segment[0], segment[1]):
+    if not allow_point and np.allclose(segment[0], segment[1]):
         raise PromptError(f"{what} has zero length")
     return segment
+
+
+def _is_point(points) -> bool:
+    """True for a well-formed segment whose two ends coincide."""
+    try:
+        segment = np.asarray(points, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return segment.shape == (2, 2) and bool(np.all(np.isfinite(segment))) and np.allclose(segment[0], segment[1])
 
 
 def clip_box(box: np.ndarray, height: int, width: int, name: str) -> np.ndarray:

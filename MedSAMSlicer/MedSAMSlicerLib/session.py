@@ -22,10 +22,12 @@ from .prompts import PromptSet, clip_box
 from .slice_model import SliceModel
 from .slice_source import SliceSource
 
-SliceProgress = Callable[[int, int], None]  # (slices done, slices planned)
+SliceProgress = Callable[[int, int], None]  # (boxes decoded, boxes planned): one box per slice in the usual case
 
 #: margin (px) added around the previous slice's mask when propagating beyond the annotated range
 PROPAGATION_MARGIN_PX = 5.0
+#: boxes decoded at once: full-resolution masks of a slice with many boxes would otherwise all sit in memory
+DECODE_BATCH = 8
 
 
 @dataclass
@@ -69,12 +71,23 @@ class SegmentationSession:
         return self.worker.request(self.source(axis), [index], priority=float("-inf"))[index].result()
 
     def segment_slice(self, index: int, boxes: Sequence[np.ndarray], axis: int = 2,
-                      embedding: Optional[torch.Tensor] = None) -> np.ndarray:
-        """The union of the masks of ``boxes`` (slice pixels, ``(x0, y0, x1, y1)``) on one slice, ``(H, W)`` bool."""
+                      embedding: Optional[torch.Tensor] = None,
+                      decoded: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """The union of the masks of ``boxes`` (slice pixels, ``(x0, y0, x1, y1)``) on one slice, ``(H, W)`` bool.
+
+        Boxes are decoded ``DECODE_BATCH`` at a time; ``decoded(n)`` is told after each batch of ``n``.
+        """
         if embedding is None:
             embedding = self.embedding(index, axis)
-        masks = self.model.decode(embedding, np.asarray(boxes, dtype=float), plane_shape(self.shape, axis))
-        return masks.any(axis=0)
+        shape = plane_shape(self.shape, axis)
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        union = np.zeros(shape, dtype=bool)
+        for start in range(0, len(boxes), DECODE_BATCH):
+            batch = boxes[start:start + DECODE_BATCH]
+            union |= self.model.decode(embedding, batch, shape).any(axis=0)
+            if decoded is not None:
+                decoded(len(batch))
+        return union
 
     def segment(self, prompts: PromptSet, propagate: int = 0,
                 progress: Optional[SliceProgress] = None) -> Dict[int, LabelMask]:
@@ -83,15 +96,21 @@ class SegmentationSession:
         plans = {label: interpolate_boxes(boxes) for label, boxes in prompts.key_boxes(self.shape).items()}
         wanted = sorted({index for plan in plans.values() for index in plan})
         futures = self.prefetch(wanted, axis, priority=0)
-        total, done = sum(len(plan) for plan in plans.values()), 0
+        total = sum(len(boxes) for plan in plans.values() for boxes in plan.values())
+        done = 0
+
+        def decoded(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress(done, total)
+
         results: Dict[int, LabelMask] = {}
         for label, plan in plans.items():
             result = results[label] = LabelMask(label, np.zeros(self.shape, dtype=bool))
             for index, boxes in plan.items():
-                self._write(result, axis, index, self.segment_slice(index, boxes, axis, futures[index].result()))
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+                mask = self.segment_slice(index, boxes, axis, futures[index].result(), decoded)
+                self._write(result, axis, index, mask)
             if propagate > 0:
                 self._propagate(result, axis, min(plan), -1, propagate)
                 self._propagate(result, axis, max(plan), +1, propagate)

@@ -30,7 +30,8 @@ from .distributed import Distributed
 from .embedding_cache import EmbeddingCache
 from .embedding_worker import EmbeddingWorker
 from .errors import CheckpointError, SettingsError
-from .image_io import atomic_output, paired_images
+from .image_io import paired_images
+from .output_files import atomic_output
 from .metrics import dice
 from .model_registry import DEFAULT_MODEL, load_model, model_spec
 from .prompt_simulation import bounding_box, loosen_box

@@ -17,7 +17,7 @@ from scipy import ndimage
 from .embedding_cache import image_identity
 from .errors import ImageError, SettingsError
 from .geometry import array_dim, check_axis, occupied_slices, slice_indexer
-from .image_io import read_image
+from .image_io import read_image, read_label_image
 from .intensity import IntensitySettings, normalize_volume
 from .slice_source import SliceSource
 
@@ -75,13 +75,9 @@ def load_case(image_path: Path, label_path: Path, window: str = "auto", axis: in
               min_object_voxels: int = MIN_OBJECT_VOXELS, min_object_pixels: int = MIN_OBJECT_PIXELS) -> TrainingCase:
     """Read, normalise and clean one (image, label) pair; the label volume must share the image's grid."""
     axis = check_axis(axis)
-    image, labels = read_image(image_path), read_image(label_path)
+    image, labels = read_image(image_path), read_label_image(label_path)
     if labels.array.shape != image.array.shape:
         raise ImageError(f"labels {label_path.name} have shape {labels.array.shape}, the image {image.array.shape}")
-    if not np.issubdtype(labels.array.dtype, np.integer):
-        if not np.array_equal(labels.array, np.round(labels.array)):
-            raise ImageError(f"labels {label_path.name} hold non-integer values; a label volume holds label numbers")
-        labels.array = labels.array.astype(np.int32)
     if image.array.shape[0] == 1 and axis != 2:
         raise SettingsError(f"{image_path.name} is a 2D image: it can only be cut along axis 2")
     intensity = IntensitySettings.parse(window, image.array, image.modality)

@@ -4,7 +4,7 @@ import csv
 from pathlib import Path
 from typing import Dict, Sequence
 
-from .image_io import atomic_output
+from .output_files import atomic_output
 
 COLUMNS = ["epoch", "train_loss", "val_loss", "val_dsc", "seconds"]
 
