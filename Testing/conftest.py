@@ -35,3 +35,31 @@ def vit_b_checkpoint(tmp_path_factory):
 def small_phantom():
     """A phantom CT whose lesion spans 17 slices along K (anisotropic spacing, LPS-flipped direction)."""
     return make_phantom(size=(96, 80, 24), spacing=(0.8, 0.9, 2.5), radii_mm=(18.0, 13.0, 20.0))
+
+
+@pytest.fixture(scope="module")
+def bad_input_master(tmp_path_factory):
+    """The small inputs of the bad-input suites (``bad_input_harness.make_inputs``), written once per module."""
+    from bad_input_harness import make_inputs
+
+    root = tmp_path_factory.mktemp("master")
+    make_inputs(root)
+    return root
+
+
+@pytest.fixture
+def work(bad_input_master, tmp_path):
+    """A test's own copy of the inputs; after the test, no input changed and no partial file is left."""
+    from bad_input_harness import Workspace
+
+    space = Workspace(bad_input_master, tmp_path)
+    yield space
+    space.check()
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, lite_model, tmp_path_factory):
+    """``medsam-slicer`` in-process, with the session's LiteMedSAM and a shared embedding cache."""
+    from bad_input_harness import Cli
+
+    return Cli(capsys, monkeypatch, lite_model, tmp_path_factory.getbasetemp() / "bad_input_cache")

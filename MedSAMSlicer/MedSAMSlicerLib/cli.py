@@ -165,7 +165,7 @@ def _segment(args) -> None:
         check_output_folder(args.cache_dir, inputs, "--cache-dir")
     cache = EmbeddingCache(directory=args.cache_dir)
     model = load_model(args.model, args.checkpoint, args.device, args.runtime)
-    with tqdm(desc="segmenting slices", unit="box", disable=args.quiet, file=sys.stderr) as bar:
+    with tqdm(desc="segmenting slices", unit="box", disable=args.quiet, file=sys.stderr, leave=False) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
@@ -255,7 +255,7 @@ def _batch(args) -> None:
     place = Distributed.from_environment()
     shard = parse_shard(args.shard, place.rank, place.world)
     model = load_model(args.model, args.checkpoint, place.device(args.device), args.runtime)
-    with tqdm(unit="case", disable=args.quiet, file=sys.stderr) as bar:
+    with tqdm(unit="case", disable=args.quiet, file=sys.stderr, leave=False) as bar:
         def progress(stage: str, done: int, total: int) -> None:
             bar.set_description(stage)
             bar.total = total

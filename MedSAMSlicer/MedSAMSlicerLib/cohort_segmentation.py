@@ -170,6 +170,7 @@ def write_summary(output: Path) -> Path:
         except (OSError, ValueError):
             continue
         rows.append({"case": failure.name[:-len(".error.txt")], "error": reason})
+    rows.sort(key=lambda row: str(row["case"]))  # stable: a case's targets keep their order
     path = output / "summary.csv"
     with atomic_output(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")

@@ -99,13 +99,13 @@ def check_output_path(path: PathLike, inputs: Iterable[PathLike] = (), labels: I
     ``labels`` are the label numbers to be written: a label image must be able to hold them.
     """
     path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name")
     if str(path).lower().endswith((".mhd", ".nhdr")):
         raise OutputError(f"output {path}: header + data file formats (.mhd, .nhdr) cannot be written safely; "
                           "use .mha or .nrrd (one file, same content)")
     if not (is_seg_nrrd(path) or str(path).lower().endswith(LABEL_IMAGE_SUFFIXES)):
         raise OutputError(f"output {path} must end in .seg.nrrd or one of {', '.join(LABEL_IMAGE_SUFFIXES)}")
-    if path.is_dir():
-        raise OutputError(f"output {path} is a folder; give a file name")
     check_not_an_input(path, inputs)
     top = max(labels, default=0)
     if not is_seg_nrrd(path) and top > np.iinfo(LABEL_TYPES[-1]).max:
@@ -163,12 +163,16 @@ def write_image(path: PathLike, array: np.ndarray, geometry: ImageGeometry) -> N
         _check_read_back(path, voxels, array)
 
     with atomic_output(path, verify) as temporary:
-        sitk.WriteImage(image, str(temporary), useCompression=True)
+        try:
+            sitk.WriteImage(image, str(temporary), useCompression=True)
+        except RuntimeError as error:  # ITK's exceptions: the last line says what failed
+            lines = str(error).strip().splitlines()
+            raise OutputError(f"cannot write {path}: {lines[-1] if lines else 'the writer failed'}") from None
 
 
 def _check_read_back(path: PathLike, written: Optional[np.ndarray], meant: np.ndarray) -> None:
     """SimpleITK reports no error for some failed writes (a full disk): what is on disk must be what was meant."""
-    if written is None or written.shape != meant.shape or not np.array_equal(written, meant):
+    if written is None or written.shape != meant.shape or not np.array_equal(written, meant, equal_nan=True):
         raise OutputError(f"cannot write {path}: the file written does not read back as written (is the disk full?)")
 
 
