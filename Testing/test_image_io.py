@@ -7,7 +7,8 @@ import slicerio
 
 from MedSAMSlicerLib.errors import ImageError, OutputError
 from MedSAMSlicerLib.geometry import ImageGeometry
-from MedSAMSlicerLib.image_io import atomic_output, check_output_path, read_image, write_image, write_segmentation
+from MedSAMSlicerLib.image_io import check_output_path, read_image, write_image, write_segmentation
+from MedSAMSlicerLib.output_files import atomic_output
 
 OBLIQUE = ImageGeometry(size=(12, 10, 6), spacing=(0.7, 0.8, 2.5), origin=(10.0, -20.0, 30.0),
                         direction=tuple(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).ravel()))
@@ -94,6 +95,25 @@ def test_failed_write_leaves_neither_partial_nor_target_file(tmp_path):
             temporary.write_text("half")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("write, verify, message", [
+    (lambda t: None, None, "nothing was written"),
+    (lambda t: t.write_text("bad"), lambda t: _refuse(), "read back wrong"),
+    (lambda t: (_ for _ in ()).throw(OSError(28, "No space left on device")), None, "No space left on device"),
+])
+def test_a_failed_replacement_keeps_the_previous_file(tmp_path, write, verify, message):
+    target = tmp_path / "result.json"
+    target.write_text("the previous result")
+    with pytest.raises(OutputError, match=f"cannot write .*result.json: .*{message}"):
+        with atomic_output(target, verify) as temporary:
+            write(temporary)
+    assert target.read_text() == "the previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def _refuse():
+    raise OutputError("cannot write result.json: read back wrong")
 
 
 @pytest.mark.parametrize("name, message", [("out.png", "must end in .seg.nrrd"), ("out.txt", "must end in .seg.nrrd"),

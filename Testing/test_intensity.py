@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib.errors import SettingsError
+from MedSAMSlicerLib.errors import ImageError, SettingsError
 from MedSAMSlicerLib.intensity import CT_PRESETS, IntensitySettings, normalize_volume
 
 PRESETS = [("soft-tissue", 400, 40), ("lung", 1500, -160), ("brain", 80, 40)]
@@ -245,3 +245,35 @@ def test_keys_are_distinct_per_setting_and_stable():
     assert len(set(keys)) == len(keys)
     assert IntensitySettings.parse("400,40").key == IntensitySettings.parse("soft-tissue").key
     assert IntensitySettings.parse("percentile").key == IntensitySettings().key
+
+
+# --- non-finite voxels ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings", [IntensitySettings.parse("percentile"), IntensitySettings.preset("soft-tissue"),
+                                      IntensitySettings.window(5000, 1000)])
+@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
+def test_non_finite_voxels_become_0_and_leave_the_others_as_they_were(settings, poison):
+    # one bad voxel used to poison min, max and percentiles: every voxel became 0
+    image = mr_volume(seed=9).astype(np.float32) - 200  # negatives too, so the window's min-max matters
+    poisoned = image.copy()
+    poisoned[0, 0, :3] = poison
+    with pytest.warns(RuntimeWarning, match="^3 non-finite voxel"):
+        out = normalize_volume(poisoned, settings)
+    assert np.all(out[0, 0, :3] == 0)  # the lowest intensity
+    finite = np.isfinite(poisoned)  # the others: exactly as if the bad voxels were not there at all
+    np.testing.assert_array_equal(out[finite], normalize_volume(image[finite].reshape(1, 1, -1), settings).ravel())
+    assert out[finite].max() == 255
+
+
+def test_an_all_non_finite_image_is_refused():
+    with pytest.raises(ImageError, match="holds no finite voxel"):
+        normalize_volume(np.full((2, 3, 3), np.nan), IntensitySettings.preset("soft-tissue"))
+
+
+def test_auto_sees_a_ct_through_nan_voxels():
+    image = np.full((2, 4, 4), -1000.0)
+    image[0, 0, 0] = np.nan
+    assert IntensitySettings.parse("auto", image).key == IntensitySettings.preset("soft-tissue").key
+    image[1] = -np.inf  # infinities are not Hounsfield units
+    image[0] = 50.0
+    assert IntensitySettings.parse("auto", image).mode == "percentile"

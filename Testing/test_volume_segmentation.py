@@ -84,3 +84,18 @@ def test_segment_slice_uses_the_slicing_axis(session, phantom):
 def test_a_prompt_outside_the_volume_is_refused_before_any_work(session):
     with pytest.raises(PromptError, match="slice 30 is outside 0-23"):
         session.segment(PromptSet([BoxPrompt(30, (1, 1, 10, 10), name="prompt 1")]))
+
+
+def test_many_boxes_are_decoded_in_batches_with_progress_per_box(session, phantom, monkeypatch):
+    ci, cj, _ = phantom.centre
+    boxes = [np.array([ci - 9 + n % 3, cj - 8 + n % 4, ci + 9 - n % 5, cj + 8 - n % 2], dtype=float) for n in range(19)]
+    one_by_one = np.any([session.segment_slice(12, [box]) for box in boxes], axis=0)
+    sizes = []
+    decode = session.model.decode
+    monkeypatch.setattr(session.model, "decode", lambda e, b, s: sizes.append(len(b)) or decode(e, b, s))
+    reported = []
+    union = session.segment(PromptSet([BoxPrompt(12, tuple(box)) for box in boxes]),
+                            progress=lambda done, total: reported.append((done, total)))[1].mask[12]
+    assert sizes == [8, 8, 3]  # DECODE_BATCH at a time: never 19 full-size masks at once
+    assert reported == [(8, 19), (16, 19), (19, 19)]
+    np.testing.assert_array_equal(union, one_by_one)
