@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
-import SimpleITK as sitk
 
+from dicom_writer import write_dicom_series
 from MedSAMSlicerLib import cli, model_registry
 from MedSAMSlicerLib.image_io import write_image
 from MedSAMSlicerLib.prompt_file import write_prompt_file
@@ -41,19 +41,7 @@ def make_inputs(root: Path) -> None:
             markups.append({"type": "Line", "name": f"{name} {prompt.slice}", "coordinateSystem": "LPS",
                             "controlPoints": [{"position": list(p)} for p in lps]})
     (root / "lesion.mrk.json").write_text(json.dumps({"markups": markups}), encoding="utf-8")
-    dicom = root / "dicom"
-    dicom.mkdir()
-    for k in range(4):
-        image = sitk.GetImageFromArray(phantom.image[k])
-        image.SetSpacing((0.8, 0.9))
-        for tag, value in (("0008|0060", "CT"), ("0020|000d", "1.2.3"), ("0020|000e", "1.2.3.4"),
-                           ("0020|0032", f"0\\0\\{k * 2.5}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
-                           ("0020|0013", str(k + 1)), ("0028|0030", "0.9\\0.8")):
-            image.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(dicom / f"slice{k}.dcm"))
-        writer.Execute(image)
+    write_dicom_series(root / "dicom", phantom.image[:4], (0.8, 0.9), 2.5)
     (root / "dicom_prompts.json").write_text(json.dumps({"prompts": [
         {"type": "box", "slice": 1, "box": [18, 10, 34, 26]}, {"type": "box", "slice": 2, "box": [18, 10, 34, 26]}]}),
         encoding="utf-8")

@@ -179,18 +179,7 @@ REFUSED_BEFORE_THE_MODEL = [
 ]
 
 
-@pytest.mark.parametrize("make, message", [case[1:] for case in REFUSED_BEFORE_THE_MODEL],
-                         ids=[case[0] for case in REFUSED_BEFORE_THE_MODEL])
-def test_refused_before_the_model_loads(work, cli, make, message):
-    argv = make(work)
-    outputs_before = sorted(work.out.iterdir())
-    outcome = cli(*argv)
-    assert outcome.code == 2, outcome.stderr
-    assert re.search(message, outcome.message), outcome.message
-    assert outcome.model_loads == 0 and outcome.stdout == ""
-    assert sorted(work.out.iterdir()) == outputs_before  # nothing written
-
-
+# the other commands' outputs, refused before any work in the same way
 REFUSED_COMMANDS = [
     ("sample into a file", lambda w: ["sample", file_in_the_way(w)], "output folder .*afile is a file; give a folder"),
     ("evaluate -o a file", lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "-o", file_in_the_way(w)],
@@ -208,15 +197,16 @@ REFUSED_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("make, message", [case[1:] for case in REFUSED_COMMANDS], ids=[c[0] for c in REFUSED_COMMANDS])
-def test_other_commands_refuse_bad_outputs_before_work(work, cli, make, message):
+@pytest.mark.parametrize("make, message", [case[1:] for case in REFUSED_BEFORE_THE_MODEL + REFUSED_COMMANDS],
+                         ids=[case[0] for case in REFUSED_BEFORE_THE_MODEL + REFUSED_COMMANDS])
+def test_refused_before_the_model_loads(work, cli, make, message):
     argv = make(work)
     outputs_before = sorted(work.out.iterdir())
     outcome = cli(*argv)
     assert outcome.code == 2, outcome.stderr
     assert re.search(message, outcome.message), outcome.message
-    assert outcome.model_loads == 0
-    assert sorted(work.out.iterdir()) == outputs_before
+    assert outcome.model_loads == 0 and outcome.stdout == ""
+    assert sorted(work.out.iterdir()) == outputs_before  # nothing written
 
 
 def code_pickle(marker: Path) -> bytes:

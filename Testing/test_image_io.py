@@ -5,6 +5,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
+from dicom_writer import write_dicom_series
 from MedSAMSlicerLib.errors import ImageError, OutputError
 from MedSAMSlicerLib.geometry import ImageGeometry
 from MedSAMSlicerLib.image_io import check_output_path, read_image, write_image, write_segmentation
@@ -30,17 +31,7 @@ def test_two_dimensional_image_becomes_one_slice(tmp_path):
 
 def test_dicom_series_folder_is_read_with_modality(tmp_path):
     array = np.random.default_rng(0).integers(-1000, 1000, (4, 16, 18)).astype(np.int16)
-    for k in range(4):
-        image = sitk.GetImageFromArray(array[k])
-        image.SetSpacing((0.5, 0.6))
-        for tag, value in (("0008|0060", "CT"), ("0020|000d", "1.2.3"), ("0020|000e", "1.2.3.4"),
-                           ("0020|0032", f"0\\0\\{k * 3.0}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
-                           ("0020|0013", str(k + 1)), ("0028|0030", "0.6\\0.5")):
-            image.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(tmp_path / f"slice{k}.dcm"))
-        writer.Execute(image)
+    write_dicom_series(tmp_path, array, (0.5, 0.6), 3.0)
     loaded = read_image(tmp_path)
     np.testing.assert_array_equal(loaded.array, array)
     assert loaded.modality == "CT"
