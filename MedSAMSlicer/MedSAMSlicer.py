@@ -432,14 +432,23 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         path = qt.QFileDialog.getSaveFileName(None, "Export prompts", "prompts.json", "Prompt file (*.json)")
         if path:
             p = self._parameterNode
-            self.logic.exportPrompts(path, p.inputVolume, self.promptNodes())
+            self._export(lambda: self.logic.exportPrompts(path, p.inputVolume, self.promptNodes()))
 
     def onExportSegmentation(self):
         import qt
         path = qt.QFileDialog.getSaveFileName(None, "Export segmentation", "segmentation.seg.nrrd", "Segmentation (*.seg.nrrd)")
         if path:
             p = self._parameterNode
-            self.logic.exportSegmentation(path, p.inputVolume, p.segmentationNode)
+            self._export(lambda: self.logic.exportSegmentation(path, p.inputVolume, p.segmentationNode))
+
+    @staticmethod
+    def _export(write):
+        """Run an export; a refusal (the volume's own file, a full disk) is shown, and nothing is left half-written."""
+        from MedSAMSlicerLib.errors import MedSAMError
+        try:
+            write()
+        except MedSAMError as error:
+            slicer.util.errorDisplay(f"MedSAM export failed: {error}")
 
 
 #
@@ -754,13 +763,25 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
     def exportPrompts(self, path, volumeNode, prompts, axis=None):
         """Write prompts as the engine's JSON prompt file, for ``medsam-slicer segment``."""
         from MedSAMSlicerLib.prompt_file import write_prompt_file
+        self._checkNotTheVolumeFile(path, volumeNode)
         write_prompt_file(path, self._prompts(volumeNode, prompts, axis))
 
     def exportSegmentation(self, path, volumeNode, segmentationNode):
         """Write every segment as a ``.seg.nrrd`` in the volume's geometry."""
         from MedSAMSlicerLib.image_io import write_segmentation
+        self._checkNotTheVolumeFile(path, volumeNode)
         masks, names = self.segmentMasks(volumeNode, segmentationNode)
         write_segmentation(path, masks, self.volumeGeometry(volumeNode), names)
+
+    @staticmethod
+    def _checkNotTheVolumeFile(path, volumeNode):
+        """An export never replaces the file (or DICOM folder) the user's volume was loaded from."""
+        from pathlib import Path
+        from MedSAMSlicerLib.output_files import check_not_an_input
+        storage = volumeNode.GetStorageNode() if volumeNode is not None else None
+        if storage is not None:
+            names = [storage.GetFileName()] + [storage.GetNthFileName(n) for n in range(storage.GetNumberOfFileNames())]
+            check_not_an_input(Path(path), [name for name in names if name])
 
     def segmentMasks(self, volumeNode, segmentationNode, segmentIds=None):
         """``({label: [k, j, i] mask}, {label: name})`` on the volume's grid; label n is the n-th segment (or of ``segmentIds``)."""

@@ -141,6 +141,25 @@ def test_seg_nrrd_export_reads_back_with_the_volume_geometry(logic, tmp_path):
     np.testing.assert_array_equal((exported["voxels"] == 1).transpose(2, 1, 0), mask.astype(bool))
 
 
+@pytest.mark.parametrize("export", ["exportSegmentation", "exportPrompts"])
+def test_an_export_never_replaces_the_volume_file(logic, tmp_path, export):
+    from MedSAMSlicerLib.errors import OutputError
+
+    volume, _ = add_volume(GEOMETRIES["oblique"])
+    original = tmp_path / "ct.seg.nrrd"  # a volume file named as an export would be
+    original.write_bytes(b"the patient's scan")
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(original))
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    add_segment_with_box(logic, segmentation, volume, "lesion", np.s_[3:5, 6:9, 10:14])
+    second = segmentation if export == "exportSegmentation" else []
+    with pytest.raises(OutputError, match="is the input file .*ct.seg.nrrd"):
+        getattr(logic, export)(tmp_path / "." / "ct.seg.nrrd", volume, second)
+    assert original.read_bytes() == b"the patient's scan"
+    assert [p.name for p in tmp_path.iterdir()] == ["ct.seg.nrrd"]
+
+
 def test_prompt_file_export_round_trips_through_the_engine(logic, tmp_path):
     from MedSAMSlicerLib.prompt_file import read_prompt_file
 
