@@ -5,6 +5,10 @@ weights of its own architecture. Device choices resolve or are refused with a cl
 
 import hashlib
 import io
+import os
+import pickle
+import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -24,6 +28,67 @@ class Payload:
 
     def __init__(self):
         self.command = "echo pwned"
+
+
+class Command:
+    """Calls ``function(*arguments)`` when unpickled, as a malicious checkpoint would."""
+
+    def __init__(self, function, *arguments):
+        self.function, self.arguments = function, arguments
+
+    def __reduce__(self):
+        return self.function, self.arguments
+
+
+def code_payloads(marker) -> dict:
+    """Pickled objects and the global each imports; those that run code would create ``marker``."""
+    return {
+        "class-instance": (Payload(), f"{Payload.__module__}.Payload"),
+        "os-system": (Command(os.system, f"touch {marker}"), f"{os.system.__module__}.system"),  # posix.system
+        "eval": (Command(eval, f"open({str(marker)!r}, 'w').close()"), "builtins.eval"),
+        "subprocess-popen": (Command(subprocess.Popen, ["touch", str(marker)]), "subprocess.Popen"),
+    }
+
+
+def save_torch(content, path):
+    torch.save(content, path)
+
+
+def save_torch_legacy(content, path):
+    torch.save(content, path, _use_new_zipfile_serialization=False)
+
+
+def save_pickle(protocol):
+    def save(content, path):
+        with open(path, "wb") as handle:
+            pickle.dump(content, handle, protocol=protocol)
+    return save
+
+
+SAVERS = {"torch.save": save_torch, "torch.save-legacy": save_torch_legacy,
+          "pickle-protocol-0": save_pickle(0), "pickle-protocol-2": save_pickle(2), "pickle-protocol-5": save_pickle(5)}
+
+
+def opcode_pickles(command: bytes) -> dict:
+    """Hand-written pickles calling os.system(command), each through a different opcode."""
+    return {
+        "GLOBAL-REDUCE": b"cos\nsystem\n(V" + command + b"\ntR.",
+        "INST": b"(V" + command + b"\nios\nsystem\n.",
+        "OBJ": b"\x80\x01(cos\nsystem\nV" + command + b"\no.",
+        "STACK_GLOBAL": b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c" + bytes([len(command)]) + command + b"\x85R.",
+    }
+
+
+REFUSED_START = "holds Python objects besides tensors ("
+REFUSED_END = "); they were not run and the file is refused for safety"
+
+
+def refused_globals(message: str, path) -> list:
+    """The globals a refusal names (up to three), after checking that the message names ``path`` and says it refused."""
+    assert message.startswith(f"checkpoint {path} {REFUSED_START}"), message
+    assert message.endswith(REFUSED_END), message
+    named = message[len(f"checkpoint {path} {REFUSED_START}"):-len(REFUSED_END)]
+    return re.sub(r" and \d+ more$", "", named).split(", ")
 
 
 def small_network() -> nn.Module:
@@ -66,6 +131,7 @@ GARBAGE = {
     "html-page": b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head>"
                  b"<body>Google Drive can't scan this file for viruses.</body></html>\n",
     "text": b"this is not a checkpoint\n" * 10,
+    "random-bytes": np.random.default_rng(0).bytes(4096),
 }
 
 
@@ -82,11 +148,55 @@ def test_a_garbage_file_is_not_a_readable_checkpoint(name, tmp_path):
 
 
 def test_a_pickled_python_object_is_refused_for_safety(tmp_path):
-    path = tmp_path / "trojan.pth"
-    torch.save({"weight": torch.ones(2), "payload": Payload()}, path)
-    with pytest.raises(CheckpointError, match="refused") as error:
+    path, marker = tmp_path / "trojan.pth", tmp_path / "marker"
+    torch.save({"weight": torch.ones(2), "payload": Command(os.system, f"touch {marker}")}, path)
+    with pytest.raises(CheckpointError) as error:
         read_state_dict(path)
-    assert str(path) in str(error.value)
+    assert str(error.value) == (f"checkpoint {path} holds Python objects besides tensors ({os.system.__module__}.system); "
+                                "they were not run and the file is refused for safety")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("beside_a_tensor", [False, True], ids=["alone", "beside-a-tensor"])
+@pytest.mark.parametrize("saver", list(SAVERS))
+@pytest.mark.parametrize("payload", ["class-instance", "os-system", "eval", "subprocess-popen"])
+def test_code_in_any_pickle_format_is_refused_for_safety_and_never_run(payload, saver, beside_a_tensor, tmp_path):
+    path, marker = tmp_path / "trojan.pth", tmp_path / "marker"
+    content, imported = code_payloads(marker)[payload]
+    SAVERS[saver]({"weight": torch.ones(2), "payload": content} if beside_a_tensor else content, path)
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+    assert imported in refused_globals(str(error.value), path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("opcodes", ["GLOBAL-REDUCE", "INST", "OBJ", "STACK_GLOBAL"])
+def test_code_called_through_any_opcode_is_refused_for_safety_and_never_run(opcodes, tmp_path):
+    path, marker = tmp_path / "trojan.pth", tmp_path / "marker"
+    path.write_bytes(opcode_pickles(f"touch {marker}".encode())[opcodes])
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+    assert refused_globals(str(error.value), path) == ["os.system"]
+    assert not marker.exists()
+
+
+def test_a_pickled_module_is_refused_naming_its_first_classes(tmp_path):
+    path = tmp_path / "whole-model.pth"
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Linear(4, 2)), path)
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+    assert str(error.value) == (
+        f"checkpoint {path} holds Python objects besides tensors (torch.nn.modules.container.Sequential, "
+        "torch.nn.modules.conv.Conv2d, torch.nn.modules.batchnorm.BatchNorm2d and 2 more); "
+        "they were not run and the file is refused for safety")
+
+
+def test_a_tensor_checkpoint_torch_cannot_read_is_not_called_unsafe(tmp_path):
+    path = tmp_path / "protocol-4.pth"
+    torch.save(small_network().state_dict(), path, pickle_protocol=4)  # torch's safe loader reads protocol 2 only
+    with pytest.raises(CheckpointError) as error:
+        read_state_dict(path)
+    assert str(error.value) == f"checkpoint {path} is not a readable PyTorch checkpoint (UnpicklingError)"
 
 
 @pytest.mark.parametrize("content", [[torch.ones(2)], {"epoch": 3}, {}, {"model": {}}, torch.ones(3),

@@ -1,6 +1,8 @@
 """The networks under OpenVINO or ONNX Runtime give PyTorch's outputs, and a runtime failure never stops segmentation."""
 
 import os
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -70,6 +72,49 @@ def test_a_failed_export_falls_back_to_pytorch_with_a_warning(lite_model, monkey
         assert compiled(lite_model, "auto", tmp_path) is None
 
 
+@pytest.mark.parametrize("damage", [b"garbage, not a protobuf" * 100, b""], ids=["garbage", "empty"])
+def test_a_corrupt_cached_export_is_exported_again(lite_model, damage, tmp_path):
+    if compiled(lite_model, "auto", tmp_path) is None:
+        pytest.skip("no optimised runtime is installed")
+    encoder_path, = (tmp_path / "onnx").glob("*-encoder.onnx")
+    encoder_path.write_bytes(damage)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        networks = compiled(lite_model, "auto", tmp_path)
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert networks is not None and networks.name == installed_runtimes()[0]
+    assert encoder_path.stat().st_size > 1 << 20  # exported again: the LiteMedSAM encoder is 28 MB
+    batch = prepared_slice(lite_model)
+    with torch.inference_mode():
+        expected = lite_model.image_encoder(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+    assert float((networks.encode(batch) - expected).abs().max()) < 1e-4
+
+
+def test_only_a_cached_export_that_does_not_compile_is_exported_again_once(lite_model, monkeypatch, tmp_path):
+    monkeypatch.setattr(inference_runtime, "installed_runtimes", lambda: ["onnxruntime"])
+    exports = []
+
+    def export(module, examples, names, path):
+        exports.append((path.name.rsplit("-", 1)[-1], path.is_file()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not onnx")
+        return path
+
+    def unreadable(runtime, path, names):
+        raise RuntimeError(f"cannot read {path.name}")
+
+    monkeypatch.setattr(inference_runtime, "export_onnx", export)
+    monkeypatch.setattr(inference_runtime, "CompiledNetwork", unreadable)
+    failed = "failed \\(RuntimeError: cannot read .*-encoder.onnx\\); running them in PyTorch"
+    with pytest.warns(RuntimeWarning, match=failed):
+        assert compiled(lite_model, "auto", tmp_path) is None
+    assert exports == [("encoder.onnx", False)]  # a fresh export is not retried
+    exports.clear()
+    with pytest.warns(RuntimeWarning, match=failed):
+        assert compiled(lite_model, "auto", tmp_path) is None
+    assert exports == [("encoder.onnx", True), ("encoder.onnx", False)]  # the cached one was deleted and redone once
+
+
 def test_exports_beyond_the_budget_are_dropped_least_recently_used_first(tmp_path):
     for age, name in enumerate(["newest", "kept-despite-age", "middle", "oldest"]):
         path = tmp_path / f"{name}.onnx"
@@ -81,6 +126,16 @@ def test_exports_beyond_the_budget_are_dropped_least_recently_used_first(tmp_pat
     assert sorted(path.name for path in tmp_path.iterdir()) == [".partial-being-written.onnx",
                                                                  "kept-despite-age.onnx", "newest.onnx"]
     assert trim_exports(tmp_path, budget=250) == []
+
+
+def test_partial_exports_older_than_an_hour_are_deleted(tmp_path):
+    killed, running = tmp_path / ".partial-killed.onnx", tmp_path / ".partial-running.onnx"
+    for path in (killed, running):
+        path.write_bytes(b"")
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(killed, (two_hours_ago, two_hours_ago))
+    assert trim_exports(tmp_path, budget=1 << 30) == [killed]
+    assert [path.name for path in tmp_path.iterdir()] == [".partial-running.onnx"]  # may be another process's export
 
 
 def test_reusing_an_export_marks_it_recently_used(lite_model, tmp_path):

@@ -10,9 +10,11 @@ otherwise use bf16 where the CPU has it), so masks are the same; the tests and t
 check that. Without a runtime, or when an export fails, PyTorch runs the network.
 """
 
+import contextlib
 import importlib.util
 import os
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -25,6 +27,8 @@ from torch import nn
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 #: exports kept on disk, least recently used dropped first: 5 ViT-B models (384 MB each) or 45 LiteMedSAMs (45 MB)
 EXPORT_BUDGET_BYTES = 2 * 1024 ** 3
+#: a ``.partial-`` export this old was left by a killed export; a younger one may be another process's, still running
+PARTIAL_EXPORT_MAX_AGE_S = 3600
 _MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 
 
@@ -73,12 +77,20 @@ def trim_exports(folder: Path, budget: int, keep: Sequence[Path] = ()) -> List[P
     """Delete the least recently used exports in ``folder`` until they fit ``budget`` bytes; never ``keep``.
 
     Each fine-tuned checkpoint has weights of its own and so exports of its own: without this the
-    cache would grow by hundreds of MB with every training run. Returns the deleted files.
+    cache would grow by hundreds of MB with every training run. The ``.partial-`` files of exports
+    killed midway are deleted too once an hour old (a younger one may be an export that another
+    process is writing right now). Returns the deleted files.
     """
+    deleted, stale = [], time.time() - PARTIAL_EXPORT_MAX_AGE_S
+    for partial in folder.glob(".partial-*"):
+        with contextlib.suppress(FileNotFoundError):  # its export may just have finished, or another trim deleted it
+            if partial.stat().st_mtime < stale:
+                partial.unlink()
+                deleted.append(partial)
     kept = {Path(path).resolve() for path in keep}
     exports = sorted((path for path in folder.glob("*.onnx") if not path.name.startswith(".")),
                      key=lambda path: path.stat().st_mtime)
-    total, deleted = sum(path.stat().st_size for path in exports), []
+    total = sum(path.stat().st_size for path in exports)
     for path in exports:
         if total <= budget:
             break
@@ -145,6 +157,25 @@ class RuntimeNetworks:
         return torch.from_numpy(np.concatenate([self.box_decoder(embedding, box[None]) for box in boxes]))
 
 
+def compiled_export(runtime: str, module: nn.Module, examples: Sequence[torch.Tensor], names: Sequence[str],
+                    path: Path) -> CompiledNetwork:
+    """``module`` exported to ``path`` and compiled under ``runtime``.
+
+    A cached export that does not compile (truncated, corrupt) is deleted and exported again once:
+    reused as it is, it would leave every later run in PyTorch. A fresh export that fails is not retried.
+    """
+    cached = path.is_file()
+    export_onnx(module, examples, names, path)
+    try:
+        return CompiledNetwork(runtime, path, names)
+    except Exception:
+        if not cached:
+            raise
+    path.unlink(missing_ok=True)
+    export_onnx(module, examples, names, path)
+    return CompiledNetwork(runtime, path, names)
+
+
 def compile_networks(image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module,
                      input_size: int, weights_id: str, choice: str = "auto",
                      folder: Optional[Path] = None) -> Optional[RuntimeNetworks]:
@@ -154,15 +185,16 @@ def compile_networks(image_encoder: nn.Module, prompt_encoder: nn.Module, mask_d
         return None
     safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in weights_id)
     stem = (folder or cache_folder()) / "onnx" / f"{safe_id}-{input_size}-torch{torch.__version__.split('+')[0]}"
+    encoder_path = stem.with_name(stem.name + "-encoder.onnx")
+    decoder_path = stem.with_name(stem.name + "-box-decoder.onnx")
     try:
-        encoder_path = export_onnx(image_encoder, [torch.zeros(1, 3, input_size, input_size)], ["image"],
-                                   stem.with_name(stem.name + "-encoder.onnx"))
-        decoder_path = export_onnx(BoxDecoder(prompt_encoder, mask_decoder),
-                                   [torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
-                                   ["embedding", "box"], stem.with_name(stem.name + "-box-decoder.onnx"))
+        encoder = compiled_export(runtime, image_encoder, [torch.zeros(1, 3, input_size, input_size)], ["image"],
+                                  encoder_path)
+        decoder = compiled_export(runtime, BoxDecoder(prompt_encoder, mask_decoder),
+                                  [torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
+                                  ["embedding", "box"], decoder_path)
         trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=(encoder_path, decoder_path))
-        return RuntimeNetworks(runtime, CompiledNetwork(runtime, encoder_path, ["image"]),
-                               CompiledNetwork(runtime, decoder_path, ["embedding", "box"]))
+        return RuntimeNetworks(runtime, encoder, decoder)
     except Exception as error:  # an export or runtime failure must never stop segmentation: PyTorch still works
         warnings.warn(f"networks under {runtime} failed ({error.__class__.__name__}: {str(error)[:200]}); "
                       "running them in PyTorch", RuntimeWarning)
