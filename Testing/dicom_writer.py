@@ -1,5 +1,6 @@
 """A DICOM series written from an array, for tests that read images from a series folder."""
 
+import locale
 from pathlib import Path
 from typing import Tuple
 
@@ -9,8 +10,13 @@ import SimpleITK as sitk
 
 def write_dicom_series(folder: Path, array: np.ndarray, spacing_ij: Tuple[float, float], slice_step: float,
                        modality: str = "CT") -> None:
-    """One file per slice of the ``[k, j, i]`` ``array``, with the tags that order and place the slices."""
+    """One file per slice of the ``[k, j, i]`` ``array``, with the tags that order and place the slices.
+
+    GDCM's writer switches the process to the C locale; it is put back, or every later test that reads
+    a subprocess's output as text would decode it as ASCII.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    saved = locale.setlocale(locale.LC_ALL)
     for k in range(array.shape[0]):
         image = sitk.GetImageFromArray(array[k])
         image.SetSpacing(spacing_ij)
@@ -22,3 +28,4 @@ def write_dicom_series(folder: Path, array: np.ndarray, spacing_ij: Tuple[float,
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(str(folder / f"slice{k}.dcm"))
         writer.Execute(image)
+    locale.setlocale(locale.LC_ALL, saved)

@@ -417,7 +417,7 @@ def test_many_boxes_on_a_slice_are_decoded_in_batches_with_progress_per_box(work
     argv.remove("--quiet")
     outcome = cli(*argv)
     assert outcome.code == 0, outcome.stderr
-    assert "100/100" in outcome.stderr and "box" in outcome.stderr
+    assert "/100 [" in outcome.stderr and "box/s" in outcome.stderr  # counted in boxes: one slice, 100 boxes
 
 
 def test_an_existing_output_that_is_not_an_input_is_replaced_whole(work, cli):

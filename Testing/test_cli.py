@@ -22,7 +22,7 @@ ENGINE_DIR = Path(__file__).resolve().parents[1] / "MedSAMSlicer"
 
 def run_cli(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE_DIR), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "MedSAMSlicerLib", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "MedSAMSlicerLib", *map(str, args)], capture_output=True, text=True, encoding="utf-8",
                           env=env, cwd=cwd, timeout=600)
 
 

@@ -290,17 +290,22 @@ def test_files_are_written_atomically_and_no_temporary_file_is_left(tmp_path):
     assert torch.equal(EmbeddingCache(directory=tmp_path).get(key(0)), filled(10))
 
 
-def test_a_failed_write_leaves_no_temporary_and_no_target_file(tmp_path, monkeypatch):
+def test_a_failed_write_warns_once_keeps_the_embedding_in_memory_and_leaves_no_file(tmp_path, monkeypatch):
     cache = EmbeddingCache(directory=tmp_path)
+    attempts = []
 
     def failing_savez(stream, **arrays):
+        attempts.append(1)
         stream.write(b"PK\x03\x04partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(embedding_cache.np, "savez", failing_savez)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.warns(RuntimeWarning, match="cannot be written \\(disk full\\); embeddings are kept in memory only") as caught:
         cache.put(key(0), filled(1))
+        cache.put(key(1), filled(2))
+    assert len(caught) == 1 and len(attempts) == 1  # the folder is not tried again for every slice
     assert list(tmp_path.iterdir()) == []
+    assert torch.equal(cache.get(key(1)), filled(2))
     monkeypatch.undo()
     assert EmbeddingCache(directory=tmp_path).get(key(0)) is None
 

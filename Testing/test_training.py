@@ -233,7 +233,7 @@ def test_torchrun_trains_with_two_processes_on_the_cpu(training_set, finished_ru
                "--labels", str(training_set / "labels"), "--epochs", "2", "--jitter", "3", "--device", "cpu",
                "--min-object-voxels", "10", "--min-object-pixels", "5", "--validation-case", "case3.nrrd",
                "-o", str(tmp_path / "run"), "--quiet"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600,
+    completed = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", timeout=600,
                                env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count("validation DSC") == 3 + 1  # epochs 0-2 and the final line, from rank 0 only
