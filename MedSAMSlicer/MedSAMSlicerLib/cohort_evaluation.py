@@ -16,6 +16,7 @@ from .evaluation_report import Row, plot_dsc, plot_overlay, summary_lines, wilco
 from .geometry import take_slice
 from .intensity import IntensitySettings
 from .model_registry import load_model, parse_model_choice
+from .output_files import atomic_output
 from .session import SegmentationSession
 
 CaseProgress = Callable[[str, int, int], None]  # (what, cases done, cases total)
@@ -95,6 +96,7 @@ def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], outp
     if not rows:
         raise ImageError("no labelled voxels in any case: nothing to evaluate")
     write_csv(output / "scores.csv", rows)
-    (output / "summary.txt").write_text("\n".join(summary_lines(rows) + wilcoxon_lines(rows)) + "\n", encoding="utf-8")
+    with atomic_output(output / "summary.txt") as temporary:
+        temporary.write_text("\n".join(summary_lines(rows) + wilcoxon_lines(rows)) + "\n", encoding="utf-8")
     plot_dsc(output / "dsc_boxplot.png", rows)
     return rows

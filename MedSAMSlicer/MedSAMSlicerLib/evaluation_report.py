@@ -12,6 +12,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from .evaluation import TargetResult
+from .output_files import atomic_output
 from .prompt_simulation import PointPrompt
 
 COLUMNS = ["case", "model", "label", "name", "protocol", "dsc", "nsd", "iou", "slices", "seconds",
@@ -31,7 +32,7 @@ class Row:
 
 
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as stream:
+    with atomic_output(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
@@ -92,7 +93,8 @@ def plot_dsc(path: Path, rows: Sequence[Row]) -> None:
     axes.set_ylim(0, 1)
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
 
 
@@ -121,5 +123,6 @@ def plot_overlay(path: Path, image_slice: np.ndarray, truth: np.ndarray, predict
     axes.set_title(title, fontsize=9)
     axes.axis("off")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
