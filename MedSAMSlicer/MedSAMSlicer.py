@@ -53,7 +53,9 @@ Segment a lesion in 3D from a few prompts with MedSAM (Segment Anything fine-tun
 is segmented. Volume (mL) and longest diameter (mm) are shown.</li>
 </ol>
 Slice embeddings are computed in the background and cached, so moving a prompt updates its slice at
-once. The volume and other segments are never modified; <b>Undo</b> restores the segment.
+once. The volume and other segments are never modified. Slices you edit by hand (Segment Editor)
+are kept when you segment again, unless <b>Overwrite edited slices</b> is ticked; <b>Undo</b> and
+<b>Redo</b> take back or re-apply MedSAM's results only where the slices are still as MedSAM left them.
 """
         self.parent.acknowledgementText = """
 MedSAM: J. Ma, Y. He, F. Li, L. Han, C. You, B. Wang, "Segment anything in medical images",
@@ -81,6 +83,7 @@ class MedSAMSlicerParameterNode:
     windowWidth: float = 400.0
     windowLevel: float = 40.0
     propagate: int = 0
+    overwriteEdited: bool = False
 
 
 #
@@ -128,6 +131,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.windowWidthSpinBox.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
         self.ui.windowLevelSpinBox.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
         self.ui.propagateSpinBox.connect("valueChanged(int)", self.updateParameterNodeFromGUI)
+        self.ui.overwriteEditedCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.placeBoxButton.connect("clicked()", lambda: self.onPlace("vtkMRMLMarkupsROINode"))
         self.ui.placeRecistButton.connect("clicked()", lambda: self.onPlace("vtkMRMLMarkupsLineNode"))
         self.ui.deletePromptButton.connect("clicked()", self.onDeletePrompt)
@@ -135,6 +139,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentVolumeButton.connect("clicked()", self.onSegmentVolume)
         self.ui.cancelButton.connect("clicked()", self.onCancel)
         self.ui.undoButton.connect("clicked()", self.onUndo)
+        self.ui.redoButton.connect("clicked()", self.onRedo)
         self.ui.exportPromptsButton.connect("clicked()", self.onExportPrompts)
         self.ui.exportSegmentationButton.connect("clicked()", self.onExportSegmentation)
 
@@ -201,6 +206,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.windowWidthSpinBox.value = p.windowWidth
             self.ui.windowLevelSpinBox.value = p.windowLevel
             self.ui.propagateSpinBox.value = p.propagate
+            self.ui.overwriteEditedCheckBox.checked = p.overwriteEdited
             custom = p.intensity == "custom W/L"
             self.ui.windowWidthSpinBox.enabled = self.ui.windowLevelSpinBox.enabled = custom
         finally:
@@ -223,6 +229,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.windowWidth = self.ui.windowWidthSpinBox.value
             p.windowLevel = self.ui.windowLevelSpinBox.value
             p.propagate = self.ui.propagateSpinBox.value
+            p.overwriteEdited = self.ui.overwriteEditedCheckBox.checked
 
     def onInputsChanged(self, *args):
         self.updateParameterNodeFromGUI()
@@ -252,7 +259,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             model_id=p.model if p else "lite-medsam", checkpoint_path=p.checkpointPath if p else "",
             checkpoint_exists=bool(p and p.checkpointPath and os.path.isfile(p.checkpointPath)),
             prompt_count=len(prompts), prompts_on_current_slice=onSlice,
-            busy=self._job is not None, undo_available=self.logic.canUndo())
+            busy=self._job is not None, undo_available=self.logic.canUndo(), redo_available=self.logic.canRedo())
 
     def updateButtonStates(self):
         from MedSAMSlicerLib.module_state import enabled_actions
@@ -406,8 +413,11 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         job, self._job = self._job, None
         try:
             mask, slices, axis = job.result()
-            stats = self.logic.writeSegmentMask(p.inputVolume, p.segmentationNode, p.segmentId, mask, slices, axis)
-            self.ui.resultLabel.text = f"{stats['volumeMl']:.2f} mL, longest diameter {stats['longestDiameterMm']:.1f} mm"
+            stats = self.logic.writeSegmentMask(p.inputVolume, p.segmentationNode, p.segmentId, mask, slices, axis,
+                                                overwriteEdited=p.overwriteEdited)
+            kept = len(stats["keptSlices"])
+            self.ui.resultLabel.text = (f"{stats['volumeMl']:.2f} mL, longest diameter {stats['longestDiameterMm']:.1f} mm"
+                                        + (f"; {kept} slice(s) edited by hand kept as they were" if kept else ""))
         except Exception as error:
             from concurrent.futures import CancelledError
             if isinstance(error, CancelledError):
@@ -422,7 +432,11 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.cancel()
 
     def onUndo(self):
-        self.logic.undo()
+        self.ui.resultLabel.text = self.logic.undo()
+        self.updateButtonStates()
+
+    def onRedo(self):
+        self.ui.resultLabel.text = self.logic.redo()
         self.updateButtonStates()
 
     # --- export
@@ -469,7 +483,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._session = None
         self._sessionKey = None
-        self._undo = None
+        from MedSAMSlicerLib.segment_history import SegmentHistory
+        self._history = SegmentHistory()
 
     def getParameterNode(self):
         return MedSAMSlicerParameterNode(super().getParameterNode())
@@ -713,18 +728,22 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             mask[slice_indexer(axis, index)] = session.segment_slice(index, onSlice, axis)
         return mask, [index], axis
 
-    def writeSegmentMask(self, volumeNode, segmentationNode, segmentId, mask, slices, axis):
-        """Write ``mask`` into the segment on ``slices`` only (other slices and segments untouched); one undo step."""
-        from MedSAMSlicerLib.geometry import slice_indexer
+    def writeSegmentMask(self, volumeNode, segmentationNode, segmentId, mask, slices, axis, overwriteEdited=False):
+        """Write ``mask`` into the segment on ``slices`` only (other slices and segments untouched); one undo step.
+
+        Slices edited by hand since MedSAM last wrote them (or drawn before it ever did) are kept unless
+        ``overwriteEdited``; the statistics list them as ``keptSlices``.
+        """
         segmentId = self.ensureSegment(segmentationNode, volumeNode, segmentId)
-        previous = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
-        updated = previous.copy()
-        for index in slices:
-            updated[slice_indexer(axis, index)] = mask[slice_indexer(axis, index)]
-        if not np.array_equal(updated, previous):
-            self._undo = (segmentationNode, segmentId, volumeNode, previous)
-            slicer.util.updateSegmentBinaryLabelmapFromArray(updated.astype(np.uint8), segmentationNode, segmentId, volumeNode)
-        return self.segmentStatistics(volumeNode, segmentationNode, segmentId, axis)
+        target = (segmentationNode.GetID(), segmentId, volumeNode.GetID())
+        current = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
+        outcome = self._history.write(target, axis, current, mask, slices, overwriteEdited)
+        if outcome.changed:
+            slicer.util.updateSegmentBinaryLabelmapFromArray(outcome.mask.astype(np.uint8), segmentationNode, segmentId,
+                                                             volumeNode)
+        stats = self.segmentStatistics(volumeNode, segmentationNode, segmentId, axis)
+        stats["keptSlices"] = outcome.kept
+        return stats
 
     def segmentFromPrompts(self, volumeNode, segmentationNode, segmentId, prompts, model="lite-medsam",
                            checkpoint=None, device="auto", intensity="auto", propagate=0, progress=None, axis=None):
@@ -748,15 +767,39 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
                 "slices": len(occupied_slices(mask, axis))}
 
     def canUndo(self):
-        return self._undo is not None
+        return self._history.can_undo
+
+    def canRedo(self):
+        return self._history.can_redo
 
     def undo(self):
-        """Restore the segment as it was before the last write."""
-        if self._undo is None:
-            return
-        segmentationNode, segmentId, volumeNode, previous = self._undo
-        self._undo = None
-        slicer.util.updateSegmentBinaryLabelmapFromArray(previous.astype(np.uint8), segmentationNode, segmentId, volumeNode)
+        """Take back MedSAM's last write where its slices are as MedSAM left them; returns a sentence saying what."""
+        return self._undoOrRedo(self._history.next_undo_target, self._history.undo, "undo")
+
+    def redo(self):
+        """Write again what the last undo took back, where those slices are still as the undo left them."""
+        return self._undoOrRedo(self._history.next_redo_target, self._history.redo, "redo")
+
+    def _undoOrRedo(self, target, move, verb):
+        if target is None:
+            return f"Nothing to {verb}"
+        done = verb.capitalize() + "ne"  # Undone, Redone
+        segmentationNode, volumeNode = (slicer.mrmlScene.GetNodeByID(target[0]), slicer.mrmlScene.GetNodeByID(target[2]))
+        segmentId = target[1]
+        if segmentationNode is None or volumeNode is None or not segmentationNode.GetSegmentation().GetSegment(segmentId):
+            self._history.forget(target)
+            return f"{done} nothing: the segment or its volume has been removed"
+        current = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
+        outcome = move(current)
+        if outcome.changed:
+            slicer.util.updateSegmentBinaryLabelmapFromArray(outcome.mask.astype(np.uint8), segmentationNode, segmentId,
+                                                             volumeNode)
+        kept = len(outcome.kept)
+        if not outcome.changed:
+            return (f"Cannot {verb}: the {kept} slice(s) MedSAM wrote have been edited by hand since; "
+                    "they are kept")
+        return f"{done} on {len(outcome.changed)} slice(s)" + (
+            f"; {kept} slice(s) edited by hand since were kept" if kept else "")
 
     # --- export
 

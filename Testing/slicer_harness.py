@@ -41,7 +41,7 @@ class FakeWidget:
     """Stands in for any Qt widget: keeps the properties set on it and the slots connected to it."""
 
     def __init__(self, name):
-        self.name, self.enabled, self.visible = name, True, True
+        self.name, self.enabled, self.visible, self.checked = name, True, True, False
         self.text, self.value, self.maximum, self.currentText, self.currentPath = "", 0, 100, "", ""
         self.items, self.rows, self.slots = [], {}, {}
         self._node, self._segment, self._rowCount, self._currentRow = None, "", 0, -1
@@ -187,7 +187,9 @@ def parameterNodeWrapper(cls):
 
         def getter(self):
             text = self.parameterNode.GetParameter(name)
-            return kind(text) if text != "" else (default if default is not None else kind())
+            if text == "":
+                return default if default is not None else kind()
+            return text == "True" if kind is bool else kind(text)  # as Slicer's bool serializer: "True"/"False"
 
         return property(getter, lambda self, value: self.parameterNode.SetParameter(name, str(kind(value))))
 

@@ -89,10 +89,31 @@ def drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts)
     assert dice(phantom.truth, mask) >= 0.82  # measured 0.8313: LiteMedSAM over-segments this small (9 px radius) lesion
     assert " mL, longest diameter " in ui.resultLabel.text and ui.progressBar.value == ui.progressBar.maximum
     assert "slice embeddings cached" in ui.statusLabel.text
-    assert ui.undoButton.enabled
+    assert ui.undoButton.enabled and not ui.redoButton.enabled
 
-    widget.onUndo()
-    assert not slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume).any()
+    # the radiologist erases part of slice 3 by hand; Segment volume again keeps that slice
+    edited = mask.copy()
+    edited[3, :, :20] = False
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited.astype(np.uint8), segmentation, segment_id, volume)
+    widget.onSegmentVolume()
+    poll_until_idle(widget)
+    assert ui.resultLabel.text.endswith("; 1 slice(s) edited by hand kept as they were")
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume), edited)
+    ui.overwriteEditedCheckBox.checked = True  # unless the user asks for it
+    ui.overwriteEditedCheckBox.emit("toggled(bool)", True)
+    assert parameters.overwriteEdited
+    widget.onSegmentVolume()
+    poll_until_idle(widget)
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume), mask)
+    widget.onUndo()  # the hand edit comes back
+    assert ui.resultLabel.text == "Undone on 1 slice(s)" and ui.redoButton.enabled
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume), edited)
+    widget.onUndo()  # MedSAM's first result goes, the hand-edited slice stays
+    assert ui.resultLabel.text == "Undone on 5 slice(s); 1 slice(s) edited by hand since were kept"
+    remaining = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume).astype(bool)
+    np.testing.assert_array_equal(remaining[3], edited[3])
+    assert not remaining[[1, 2, 4, 5, 6]].any()
+    slicer.util.updateSegmentBinaryLabelmapFromArray(np.zeros_like(edited, np.uint8), segmentation, segment_id, volume)
 
     # moving a prompt on the slice in view (4, embedded already) re-segments that slice only, at once
     moved = [n for n in widget.promptNodes() if widget.logic.describePromptNode(volume, n)[0] == "4"][0]

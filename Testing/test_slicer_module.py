@@ -127,6 +127,72 @@ def test_masks_land_on_the_right_voxels_of_the_chosen_slices_only(logic):
     np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, target, volume).astype(bool), first)
 
 
+def segment_array(segmentation, segment, volume):
+    return slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment, volume).astype(bool)
+
+
+def test_hand_edits_survive_undo_redo_and_re_segmentation(logic):
+    volume, array = add_volume(GEOMETRIES["oblique"])
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    target = logic.ensureSegment(segmentation, volume, "", "lesion")
+    medsam = np.zeros(array.shape, bool)
+    medsam[2:8, 5:15, 6:20] = True
+    logic.writeSegmentMask(volume, segmentation, target, medsam, list(range(2, 8)), axis=2)
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume), medsam)
+
+    # the radiologist refines slice 4 in the Segment Editor: erases a corner, paints beyond the edge
+    edited = medsam.copy()
+    edited[4, 5:9, 6:10] = False
+    edited[4, 16:19, 8:12] = True
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited.astype(np.uint8), segmentation, target, volume)
+
+    message = logic.undo()
+    assert message == "Undone on 5 slice(s); 1 slice(s) edited by hand since were kept"
+    after_undo = segment_array(segmentation, target, volume)
+    np.testing.assert_array_equal(after_undo[4], edited[4])  # the hand edit survives
+    assert not after_undo[[2, 3, 5, 6, 7]].any()  # the rest is exactly as before MedSAM wrote
+
+    assert logic.redo() == "Redone on 5 slice(s)"
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume), edited)  # exactly what MedSAM wrote, and the edit
+
+    resegmented = np.zeros(array.shape, bool)
+    resegmented[1:9, 4:16, 5:22] = True  # Segment volume again, with moved prompts
+    stats = logic.writeSegmentMask(volume, segmentation, target, resegmented, list(range(1, 9)), axis=2)
+    assert stats["keptSlices"] == [4]
+    after = segment_array(segmentation, target, volume)
+    np.testing.assert_array_equal(after[4], edited[4])
+    np.testing.assert_array_equal(after[[1, 2, 3, 5, 6, 7, 8]], resegmented[[1, 2, 3, 5, 6, 7, 8]])
+
+    logic.undo()  # back to MedSAM's first write (and the edit), then further back
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume), edited)
+    logic.undo()
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume)[4], edited[4])
+
+    forced = logic.writeSegmentMask(volume, segmentation, target, resegmented, list(range(1, 9)), axis=2,
+                                    overwriteEdited=True)
+    assert forced["keptSlices"] == []
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume), resegmented)
+    logic.undo()  # even an overwrite can be taken back: the hand edit returns
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume)[4], edited[4])
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), array)
+
+
+def test_undo_says_why_when_every_slice_was_edited_by_hand(logic):
+    volume, array = add_volume(GEOMETRIES["axis-aligned"])
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    target = logic.ensureSegment(segmentation, volume, "", "lesion")
+    medsam = np.zeros(array.shape, bool)
+    medsam[3, 5:15, 6:20] = True
+    logic.writeSegmentMask(volume, segmentation, target, medsam, [3], axis=2)
+    erased = np.zeros(array.shape, np.uint8)
+    slicer.util.updateSegmentBinaryLabelmapFromArray(erased, segmentation, target, volume)
+    assert logic.undo() == "Cannot undo: the 1 slice(s) MedSAM wrote have been edited by hand since; they are kept"
+    assert not segment_array(segmentation, target, volume).any()
+    assert logic.undo() == "Nothing to undo" and not logic.canUndo()
+    segmentation.GetSegmentation().RemoveSegment(target)
+    assert logic.redo() == "Nothing to redo"
+
+
 def test_seg_nrrd_export_reads_back_with_the_volume_geometry(logic, tmp_path):
     import slicerio
 

@@ -22,6 +22,7 @@ class WidgetFacts:
     prompts_on_current_slice: int = 0
     busy: bool = False
     undo_available: bool = False
+    redo_available: bool = False
 
 
 def needs_checkpoint(model_id: str) -> bool:
@@ -43,6 +44,7 @@ def enabled_actions(facts: WidgetFacts) -> Dict[str, bool]:
         "segmentVolumeButton": ready and facts.prompt_count > 0,
         "cancelButton": facts.busy,
         "undoButton": facts.undo_available and not facts.busy,
+        "redoButton": facts.redo_available and not facts.busy,
         "exportPromptsButton": facts.prompt_count > 0,
         "exportSegmentationButton": facts.has_volume and facts.has_segment,
         "checkpointPathLineEdit": needs_checkpoint(facts.model_id),
