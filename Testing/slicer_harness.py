@@ -3,7 +3,9 @@
 ``slicer-core`` (PyPI) has the real scene, volume, markups and segmentation nodes and logics, and
 ``slicer.util``; it has no Qt, so ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper``
 (which build on Qt) are replaced by minimal stand-ins that keep their interfaces, and Qt widgets by
-``FakeWidget`` objects built from the module's .ui file, so the widget's own code runs. ``install()``
+``FakeWidget`` objects built from the module's .ui file, so the widget's own code runs. The wrapper's
+``connectGui`` binds widgets by their ``SlicerParameterName`` as Slicer's GUI connectors do (same
+widget classes, same change signals, combo boxes filled from the ``Choice`` annotation). ``install()``
 sets up ``slicer.mrmlScene``, ``slicer.modules`` and the Colors, Volumes, Segmentations and
 Markups logics, as the application does at start-up, then imports the module file unchanged.
 """
@@ -12,8 +14,11 @@ import importlib.util
 import logging
 import sys
 import types
+import typing
 import unittest
 from pathlib import Path
+
+import vtk
 
 import slicer
 import slicer.util
@@ -40,14 +45,25 @@ class ScriptedLoadableModuleWidget:
 class FakeWidget:
     """Stands in for any Qt widget: keeps the properties set on it and the slots connected to it."""
 
-    def __init__(self, name):
-        self.name, self.enabled, self.visible, self.checked = name, True, True, False
+    def __init__(self, name, className="QWidget", properties=None):
+        self.name, self.className, self._properties = name, className, dict(properties or {})
+        self.enabled, self.visible, self.checked = True, True, False
         self.text, self.value, self.maximum, self.currentText, self.currentPath = "", 0, 100, "", ""
         self.items, self.rows, self.slots = [], {}, {}
         self._node, self._segment, self._rowCount, self._currentRow = None, "", 0, -1
 
     def connect(self, signal, slot):
         self.slots.setdefault(signal, []).append(slot)
+
+    def disconnect(self, signal, slot):
+        self.slots.get(signal, []).remove(slot)
+
+    def property(self, name):
+        """A dynamic property from the .ui (e.g. ``SlicerParameterName``), or None."""
+        return self._properties.get(name)
+
+    def clear(self):
+        self.items, self.currentText = [], ""
 
     def emit(self, signal, *args):
         for slot in self.slots.get(signal, []):
@@ -128,10 +144,14 @@ def _fake_qt():
 
 
 def _load_ui(path):
-    """Every named widget of the .ui file, as ``FakeWidget`` children of a fake root."""
+    """Every named widget of the .ui file, as ``FakeWidget`` children of a fake root (class, dynamic properties)."""
     import xml.etree.ElementTree as ElementTree
     root = FakeWidget("MedSAMSlicer")
-    root.children = {w.get("name"): FakeWidget(w.get("name")) for w in ElementTree.parse(path).iter("widget")}
+    root.children = {}
+    for widget in ElementTree.parse(path).iter("widget"):
+        dynamic = {p.get("name"): p.find("string").text for p in widget.findall("property")
+                   if p.get("stdset") == "0" and p.find("string") is not None}
+        root.children[widget.get("name")] = FakeWidget(widget.get("name"), widget.get("class"), dynamic)
     return root
 
 
@@ -175,9 +195,76 @@ class ScriptedLoadableModuleTest(unittest.TestCase):
         logging.info(message)
 
 
+class Choice:
+    def __init__(self, choices):
+        self.choices = list(choices)
+
+
+class WithinRange:
+    def __init__(self, minimum, maximum):
+        self.minimum, self.maximum = minimum, maximum
+
+
+class _Connector:
+    """One widget bound to one parameter, as Slicer's GUI connector for that widget class and value type."""
+
+    SIGNALS = {"QCheckBox": "stateChanged(int)", "QSpinBox": "valueChanged(int)", "QDoubleSpinBox": "valueChanged(double)",
+               "QComboBox": "currentIndexChanged(int)", "qMRMLNodeComboBox": "currentNodeChanged(vtkMRMLNode*)",
+               "QLineEdit": "textChanged(QString)"}
+
+    def __init__(self, widget, kind, annotations):
+        if widget.className not in self.SIGNALS:
+            raise RuntimeError(f"Unable to create GUI connector from datatype '{kind}' to widget type '{widget.className}'")
+        self.widget, self.kind, self.callback = widget, kind, None
+        choice = next((a for a in annotations if isinstance(a, Choice)), None)
+        bounds = next((a for a in annotations if isinstance(a, WithinRange)), None)
+        if widget.className == "QComboBox":
+            if choice is None:
+                raise RuntimeError("ComboBoxToStringableConnector requires the Choice annotation to be used.")
+            self.choices = choice.choices
+            widget.clear()
+            widget.addItems([str(c) for c in self.choices])
+        if bounds is not None:
+            widget.minimum, widget.maximum = bounds.minimum, bounds.maximum
+
+    def onChanged(self, callback):
+        signal = self.SIGNALS[self.widget.className]
+        if self.callback is not None:
+            self.widget.disconnect(signal, self.callback)
+        self.callback = (lambda *args: callback()) if callback else None
+        if self.callback is not None:
+            self.widget.connect(signal, self.callback)
+
+    def read(self):
+        widget = self.widget
+        return {"QCheckBox": lambda: widget.checked, "QComboBox": lambda: self.choices[widget.items.index(widget.currentText)],
+                "qMRMLNodeComboBox": widget.currentNode, "QLineEdit": lambda: widget.text}.get(
+            widget.className, lambda: widget.value)()
+
+    def write(self, value):
+        widget = self.widget
+        if widget.className == "QCheckBox":
+            widget.checked = value
+        elif widget.className == "QComboBox":
+            widget.currentText = str(value)
+        elif widget.className == "qMRMLNodeComboBox":
+            widget.setCurrentNode(value)
+        elif widget.className == "QLineEdit":
+            widget.text = value
+        else:
+            widget.value = value
+
+
 def parameterNodeWrapper(cls):
-    """Typed attributes stored in a ``vtkMRMLScriptedModuleNode``: MRML nodes as references, the rest as text."""
-    annotations = dict(cls.__annotations__)
+    """Typed attributes stored in a ``vtkMRMLScriptedModuleNode`` (MRML nodes as references, the rest as text), and
+    ``connectGui``/``disconnectGui`` binding widgets that carry a ``SlicerParameterName``."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+
+    def split(hint):
+        if typing.get_origin(hint) is typing.Annotated:
+            kind, *annotations = typing.get_args(hint)
+            return kind, annotations
+        return hint, []
 
     def make_property(name, kind):
         default = getattr(cls, name, None)
@@ -193,9 +280,55 @@ def parameterNodeWrapper(cls):
 
         return property(getter, lambda self, value: self.parameterNode.SetParameter(name, str(kind(value))))
 
-    namespace = {"__init__": lambda self, parameterNode: setattr(self, "parameterNode", parameterNode),
-                 "__doc__": cls.__doc__}
-    namespace.update({name: make_property(name, kind) for name, kind in annotations.items()})
+    def init(self, parameterNode):
+        self.parameterNode, self._guis, self._nextTag, self._writingGui = parameterNode, {}, 0, False
+
+    def connectGui(self, ui):
+        connectors = {}
+        for widget in vars(ui).values():
+            name = widget.property("SlicerParameterName")
+            if name:
+                if name not in hints:
+                    raise ValueError(f"Cannot find a param with the given name: {name}")
+                connectors[name] = _Connector(widget, *split(hints[name]))
+        tag, self._nextTag = self._nextTag, self._nextTag + 1
+        self._guis[tag] = connectors
+        for name, connector in connectors.items():
+            connector.write(getattr(self, name))
+            connector.onChanged(lambda name=name, connector=connector: self._fromGui(name, connector))
+        if not hasattr(self, "_observer"):
+            self._observer = self.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *a: self._toGui())
+        return tag
+
+    def _fromGui(self, name, connector):
+        if not self._writingGui:
+            with slicer.util.NodeModify(self):
+                setattr(self, name, connector.read())
+
+    def _toGui(self):
+        if self._writingGui:
+            return
+        self._writingGui = True
+        try:
+            for connectors in self._guis.values():
+                for name, connector in connectors.items():
+                    connector.write(getattr(self, name))
+        finally:
+            self._writingGui = False
+
+    def disconnectGui(self, tag):
+        for connector in self._guis.pop(tag, {}).values():
+            connector.onChanged(None)
+
+    namespace = {"__init__": init, "__doc__": cls.__doc__, "connectGui": connectGui, "disconnectGui": disconnectGui,
+                 "_fromGui": _fromGui, "_toGui": _toGui,
+                 "StartModify": lambda self: self.parameterNode.StartModify(),
+                 "EndModify": lambda self, was: self.parameterNode.EndModify(was),
+                 "AddObserver": lambda self, event, callback, priority=0.0: self.parameterNode.AddObserver(
+                     event, callback, priority),
+                 "RemoveObserver": lambda self, tag: self.parameterNode.RemoveObserver(tag),
+                 "Modified": lambda self: self.parameterNode.Modified()}
+    namespace.update({name: make_property(name, split(hint)[0]) for name, hint in hints.items()})
     return type(cls.__name__, (), namespace)
 
 
@@ -229,7 +362,7 @@ def install():
                 ScriptedLoadableModuleTest):
         setattr(stand_in, cls.__name__, cls)
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = parameterNodeWrapper
+    wrapper.parameterNodeWrapper, wrapper.Choice, wrapper.WithinRange = parameterNodeWrapper, Choice, WithinRange
     sys.modules[stand_in.__name__] = slicer.ScriptedLoadableModule = stand_in
     sys.modules[wrapper.__name__] = slicer.parameterNodeWrapper = wrapper
     sys.modules.setdefault("qt", _fake_qt())

@@ -35,6 +35,12 @@ def scene_with_phantom():
     slicer.app = FakeApplication()
 
 
+def choose(combo, text):
+    """What a user's pick in a combo box does: the text changes and the box says so."""
+    combo.currentText = text
+    combo.emit("currentIndexChanged(int)", combo.items.index(text))
+
+
 def poll_until_idle(widget, seconds=300):
     deadline = time.monotonic() + seconds
     while widget._job is not None and time.monotonic() < deadline:
@@ -58,14 +64,17 @@ def drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts)
     assert ui.modelComboBox.items[0] == "lite-medsam" and "as displayed" in ui.intensityComboBox.items
     assert not ui.segmentVolumeButton.enabled  # no segment, no prompts yet
 
-    ui.intensityComboBox.currentText = "soft-tissue"
+    choose(ui.intensityComboBox, "soft-tissue")
     ui.inputVolumeSelector.setCurrentNode(volume)
     ui.inputVolumeSelector.emit("currentNodeChanged(vtkMRMLNode*)", volume)
     ui.segmentSelector.setCurrentNode(segmentation)
     ui.segmentSelector.emit("currentNodeChanged(vtkMRMLNode*)", segmentation)
     parameters = widget._parameterNode
     assert parameters.inputVolume is volume and parameters.segmentId  # the segment was created
-    assert parameters.intensity == "soft-tissue"
+    assert parameters.intensity == "soft-tissue"  # GUI to parameter node, through connectGui
+    parameters.propagate = 2  # and back: the spin box follows the parameter node
+    assert ui.propagateSpinBox.value == 2
+    parameters.propagate = 0
     assert widget.currentSliceIndex() == (2, 4)
 
     for prompt in prompts.prompts:  # as the place buttons leave them: tagged Line nodes, points in RAS
@@ -100,7 +109,7 @@ def drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts)
     assert ui.resultLabel.text.endswith("; 1 slice(s) edited by hand kept as they were")
     np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume), edited)
     ui.overwriteEditedCheckBox.checked = True  # unless the user asks for it
-    ui.overwriteEditedCheckBox.emit("toggled(bool)", True)
+    ui.overwriteEditedCheckBox.emit("stateChanged(int)", 2)
     assert parameters.overwriteEdited
     widget.onSegmentVolume()
     poll_until_idle(widget)
