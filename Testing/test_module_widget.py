@@ -225,3 +225,51 @@ def test_a_cancelled_install_stops_pip_and_says_so(widget_without_packages):
     poll_install(widget, seconds=20)
     assert widget.ui.statusLabel.text.startswith("Installation cancelled during PyTorch")
     assert widget._job is None and shown == [] and not installed[0]
+
+
+def test_the_widget_follows_the_view_the_user_works_in_and_places_prompts_by_keyboard(scene_with_phantom):
+    phantom, ijk_to_ras, volume, segmentation, prompts = scene_with_phantom
+    widget = MedSAMSlicer.MedSAMSlicerWidget(types.SimpleNamespace(isEntered=True))
+    widget.setup()
+    try:
+        ui = widget.ui
+        ui.inputVolumeSelector.setCurrentNode(volume)
+        ui.inputVolumeSelector.emit("currentNodeChanged(vtkMRMLNode*)", volume)
+        ui.segmentSelector.setCurrentNode(segmentation)
+        ui.segmentSelector.emit("currentNodeChanged(vtkMRMLNode*)", segmentation)
+        widget.updateButtonStates()
+        assert widget.currentSliceIndex() == (2, 4)  # the Red (axial) view, until the mouse goes elsewhere
+
+        directions = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+        yellow = slicer.vtkMRMLSliceNode()  # a sagittal view through column i = 25
+        slice_to_ras = np.eye(4)
+        slice_to_ras[:3, 0], slice_to_ras[:3, 1], slice_to_ras[:3, 2] = directions[:, 1], directions[:, 2], directions[:, 0]
+        slice_to_ras[:3, 3] = (ijk_to_ras @ [25, 15, 4, 1.0])[:3]
+        yellow.GetSliceToRAS().DeepCopy(slice_to_ras.ravel())
+        crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        crosshair.SetCursorPositionXYZ([40.0, 30.0, 0.0], yellow)  # the mouse moves into the Yellow view
+        assert widget.currentSliceIndex() == (0, 25)
+
+        shortcuts = {shortcut.keys: shortcut for shortcut in widget._shortcuts}
+        assert set(shortcuts) == {"Ctrl+Shift+R", "Ctrl+Shift+B"}
+        shortcuts["Ctrl+Shift+R"].press()  # place a RECIST line there, by keyboard
+        [line] = widget.promptNodes()
+        assert line.IsA("vtkMRMLMarkupsLineNode") and line.GetAttribute("MedSAMSlicer.Axis") == "0"
+        interaction = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLInteractionNode")
+        assert interaction.GetCurrentInteractionMode() == interaction.Place
+        for j, k in ((10.0, 2.0), (20.0, 6.0)):  # the line the user draws in the Yellow view
+            line.AddControlPoint((ijk_to_ras @ [25, j, k, 1.0])[:3])
+        widget.updatePromptTable()
+        assert [ui.promptTable.item(0, c).text for c in range(2)] == ["25", "RECIST"]  # the slice along I, not K
+
+        segment_id = widget._parameterNode.segmentId
+        widget.exit()  # other modules own the keys while this one is not shown
+        shortcuts["Ctrl+Shift+B"].press()
+        assert len(widget.logic.promptNodes(segmentation, segment_id)) == 1
+        widget.enter()
+        shortcuts["Ctrl+Shift+B"].press()
+        assert [n.GetClassName() for n in widget.logic.promptNodes(segmentation, segment_id)] == [
+            "vtkMRMLMarkupsLineNode", "vtkMRMLMarkupsROINode"]
+    finally:
+        widget.cleanup()
+    assert widget._shortcuts == []
