@@ -124,6 +124,8 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._activeSliceNode = None  # the slice view the user last worked in (None: Red)
         self._shortcuts = []
         self._afterInstall = None  # what to do once it has succeeded
+        self._loading = None  # the engine session (model, normalised volume) being built (BackgroundJob)
+        self._afterLoad = None  # what to do once it is built
         self._pendingSlice = None  # a slice to segment as soon as its embedding is cached
 
     def setup(self):
@@ -175,6 +177,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for shortcut in self._shortcuts:  # a reloaded module must not leave its shortcuts behind
             shortcut.setParent(None)
         self._shortcuts = []
+        self.setParameterNode(None)
         if self._install is not None:
             self._install.cancel()
         self.removeObservers()
@@ -340,6 +343,11 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except Exception as error:
                 self.ui.statusLabel.text = str(error)
         self.updatePromptTable()
+        if not self.logic.dependenciesInstalled():
+            return
+        if not self.sessionReady():  # embed the slice first, once the model is loaded; then segment it
+            self._pendingSlice = current
+            return
         action = action_for_prompt_change(self.facts(), self.logic.isCached(*self.modelArguments(), current))
         if action == SEGMENT_NOW:
             self.onSegmentSlice()
@@ -373,6 +381,8 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if current is None:
             return
         try:
+            if not self.sessionReady():
+                return
             self.logic.prefetchAround(*self.modelArguments(), current,
                                       self.logic.promptNodes(p.segmentationNode, p.segmentId) if p.segmentationNode else [])
         except Exception as error:
@@ -394,8 +404,37 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         return self.logic.promptNodes(p.segmentationNode, p.segmentId)
 
+    def sessionReady(self, then=None):
+        """Whether the engine session of the current inputs is built. If not, it is built in the background (loading
+        the model, and exporting it the first time, takes seconds to a minute) and ``then()`` runs when it is."""
+        args = self.modelArguments()
+        if self.logic.sessionReady(*args) is not None:
+            return True
+        if then is not None:
+            self._afterLoad = then
+        if self._loading is None:
+            self._loading = self.logic.loadSession(*args)
+        return False
+
+    def pollLoading(self):
+        job = self._loading
+        if not job.done:
+            self.ui.statusLabel.text = f"Loading {self._parameterNode.model if self._parameterNode else 'the model'}..."
+            return
+        self._loading, then, self._afterLoad = None, self._afterLoad, None
+        try:
+            self.logic.adoptSession(job)
+        except Exception as error:  # a dialog for what the user asked for; the status line for background caching
+            if then is not None:
+                slicer.util.errorDisplay(f"MedSAM cannot start: {error}")
+            self.ui.statusLabel.text = f"MedSAM cannot start: {error}"
+            return
+        self._lastSlice = None  # cache around the slice in view with the new session
+        if then is not None:
+            then()
+
     def startJob(self, axis, work):
-        """Read MRML and load the model here, on the main thread; run ``work`` on a background thread."""
+        """Read MRML here, on the main thread; build the session and run ``work`` on background threads."""
         if not self.logic.dependenciesInstalled():
             self.startInstall(lambda: self.startJob(axis, work))
             return
@@ -403,10 +442,10 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             args = self.modelArguments()
             prompts = self.logic.promptsFromMarkups(self._parameterNode.inputVolume, self.promptNodes(), axis)
-            with slicer.util.WaitCursor():
-                self.logic.session(*args)
         except Exception as error:
             slicer.util.errorDisplay(f"MedSAM cannot start: {error}")
+            return
+        if not self.sessionReady(then=lambda: self.startJob(axis, work)):
             return
         self._job = BackgroundJob(lambda progress: work(args, prompts, progress))
         self.ui.progressBar.value = 0
@@ -452,6 +491,9 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Runs on the main thread: progress, cache status, and MRML writes of finished jobs."""
         if self._install is not None:
             self.pollInstall()
+            return
+        if self._loading is not None:
+            self.pollLoading()
             return
         p = self._parameterNode
         if p and p.inputVolume:
@@ -722,21 +764,46 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         return IntensitySettings.parse(choice, slicer.util.arrayFromVolume(volumeNode))
 
     def session(self, volumeNode, model="lite-medsam", checkpoint=None, device="auto", intensity=None):
-        """The engine session of this volume and model; one is kept (with its cache) until inputs change."""
+        """The engine session of this volume and model; one is kept (with its cache) until inputs change.
+
+        Built here and now (for scripts); the widget builds it off the main thread with ``loadSession``.
+        """
+        if self.sessionReady(volumeNode, model, checkpoint, device, intensity) is None:
+            job = self.loadSession(volumeNode, model, checkpoint, device, intensity)
+            job.wait()
+            self.adoptSession(job)
+        return self._session
+
+    def _keyAndIntensity(self, volumeNode, model, checkpoint, device, intensity):
         from MedSAMSlicerLib.intensity import IntensitySettings
-        from MedSAMSlicerLib.model_registry import load_model
-        from MedSAMSlicerLib.session import SegmentationSession
         if intensity is None or isinstance(intensity, str):
             intensity = self.intensitySettings(volumeNode, intensity or "auto")
         assert isinstance(intensity, IntensitySettings)
-        key = (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), model, checkpoint, device, intensity.key)
-        if self._sessionKey != key:
-            self.close()
-            # a copy: the user's volume is never touched, and edits to it do not race the worker
-            array = np.array(slicer.util.arrayFromVolume(volumeNode))
-            self._session = SegmentationSession(array, load_model(model, checkpoint, device), intensity)
-            self._sessionKey = key
-        return self._session
+        return (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), model, checkpoint, device, intensity.key), intensity
+
+    def sessionReady(self, volumeNode, model="lite-medsam", checkpoint=None, device="auto", intensity=None):
+        """The session of these inputs if it is built, else None."""
+        key, _ = self._keyAndIntensity(volumeNode, model, checkpoint, device, intensity)
+        return self._session if self._sessionKey == key else None
+
+    def loadSession(self, volumeNode, model="lite-medsam", checkpoint=None, device="auto", intensity=None):
+        """A ``BackgroundJob`` building the session of these inputs: the model load (and its first-time export) and
+        the volume's normalisation take seconds to a minute, so they run off the main thread; ``adoptSession`` then
+        makes it the current one. The volume is copied here, on the main thread (MRML is not thread-safe)."""
+        from MedSAMSlicerLib.background_job import BackgroundJob
+        from MedSAMSlicerLib.model_registry import load_model
+        from MedSAMSlicerLib.session import SegmentationSession
+        key, intensity = self._keyAndIntensity(volumeNode, model, checkpoint, device, intensity)
+        # a copy: the user's volume is never touched, and edits to it do not race the worker
+        array = np.array(slicer.util.arrayFromVolume(volumeNode))
+        return BackgroundJob(lambda progress: (key, SegmentationSession(array, load_model(model, checkpoint, device),
+                                                                        intensity)), name="MedSAM model")
+
+    def adoptSession(self, job):
+        """Make a finished ``loadSession`` job's session the current one (re-raises its error)."""
+        key, session = job.result()
+        self.close()
+        self._session, self._sessionKey = session, key
 
     def close(self):
         if self._session is not None:
@@ -748,9 +815,10 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             self._session.worker.cancel()
 
     def isCached(self, volumeNode, model, checkpoint, device, intensity, axisAndSlice):
+        """Whether the slice's embedding is cached (False while the session is not built)."""
         axis, index = axisAndSlice
-        session = self.session(volumeNode, model, checkpoint, device, intensity)
-        return session.source(axis).key(index, session.model.cache_id) in session.cache
+        session = self.sessionReady(volumeNode, model, checkpoint, device, intensity)
+        return session is not None and session.source(axis).key(index, session.model.cache_id) in session.cache
 
     def prefetch(self, volumeNode, model, checkpoint, device, intensity, axis, indices, priority=0):
         return self.session(volumeNode, model, checkpoint, device, intensity).prefetch(indices, axis, priority)

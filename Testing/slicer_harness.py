@@ -16,6 +16,7 @@ import sys
 import types
 import typing
 import unittest
+import weakref
 from pathlib import Path
 
 import vtk
@@ -322,8 +323,10 @@ def parameterNodeWrapper(cls):
         for name, connector in connectors.items():
             connector.write(getattr(self, name))
             connector.onChanged(lambda name=name, connector=connector: self._fromGui(name, connector))
-        if not hasattr(self, "_observer"):
-            self._observer = self.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *a: self._toGui())
+        if not hasattr(self, "_observer"):  # through a weak reference: an observer must not keep its wrapper alive
+            wrapper = weakref.ref(self)
+            self._observer = self.parameterNode.AddObserver(
+                vtk.vtkCommand.ModifiedEvent, lambda *a: wrapper() is not None and wrapper()._toGui())
         return tag
 
     def _fromGui(self, name, connector):
@@ -345,6 +348,9 @@ def parameterNodeWrapper(cls):
     def disconnectGui(self, tag):
         for connector in self._guis.pop(tag, {}).values():
             connector.onChanged(None)
+        if not self._guis and hasattr(self, "_observer"):
+            self.parameterNode.RemoveObserver(self._observer)
+            del self._observer
 
     namespace = {"__init__": init, "__doc__": cls.__doc__, "connectGui": connectGui, "disconnectGui": disconnectGui,
                  "_fromGui": _fromGui, "_toGui": _toGui,

@@ -42,11 +42,12 @@ def choose(combo, text):
 
 
 def poll_until_idle(widget, seconds=300):
+    """Poll as the widget's timer does until no model is loading and no job runs."""
     deadline = time.monotonic() + seconds
-    while widget._job is not None and time.monotonic() < deadline:
+    while (widget._job is not None or widget._loading is not None) and time.monotonic() < deadline:
         widget.onPoll()
         time.sleep(0.05)
-    assert widget._job is None
+    assert widget._job is None and widget._loading is None
 
 
 def test_widget_segments_the_volume_from_recist_lines_and_undoes(scene_with_phantom):
@@ -87,7 +88,11 @@ def drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts)
     assert ui.promptTable.rowCount() == 2 * len(prompts.prompts)
     assert ui.segmentVolumeButton.enabled and ui.segmentSliceButton.enabled and not ui.cancelButton.enabled
 
-    widget.onSegmentVolume()
+    widget.onSegmentVolume()  # the model loads off the main thread first, then the job starts
+    assert widget._loading is not None and widget._job is None
+    while widget._job is None:
+        widget.onPoll()
+        time.sleep(0.05)
     assert ui.cancelButton.enabled and not ui.segmentVolumeButton.enabled  # busy
     poll_until_idle(widget)
     segment_id = parameters.segmentId
@@ -195,7 +200,7 @@ def test_installing_runs_in_the_background_shows_progress_and_then_segments(widg
     assert any(t.startswith("Installing PyTorch (step 1 of 2)") for t in texts)
     assert "Installing PyTorch (step 1 of 2): Successfully installed torch" in texts  # pip's latest line
     assert shown == []
-    assert widget._job is not None  # installed: the segmentation the user asked for has started
+    assert widget._loading is not None  # installed: the model loads, then the segmentation asked for starts
     poll_until_idle(widget)
     assert " mL, longest diameter " in widget.ui.resultLabel.text
 
