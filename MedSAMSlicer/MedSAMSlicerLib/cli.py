@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--jitter", type=int, default=0, help="box protocols: move box sides by up to N px (default 0)")
     evaluate.add_argument("--clicks", type=int, default=5, help="iterative-points: clicks per slice (default 5)")
     evaluate.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
+    evaluate.add_argument("--corrections", type=int, default=0, metavar="N",
+                          help="recist-sparse: simulate the annotation study, fixing the worst slice with a box from "
+                               "the truth up to N times (default 0: off)")
+    evaluate.add_argument("--target-dsc", type=float, default=0.90, help="the study's stopping DSC (default 0.90)")
     evaluate.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
     evaluate.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="slicing axis (default 2)")
     evaluate.add_argument("--device", default="auto")
@@ -190,7 +194,6 @@ def _sample(args) -> None:
 
 def _evaluate(args) -> None:
     from .cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
-    from .evaluation_report import summary_lines, wilcoxon_lines
     from .image_io import paired_images, read_image, read_label_image
     from .output_files import check_output_folder
 
@@ -201,15 +204,17 @@ def _evaluate(args) -> None:
         return load
 
     options = EvaluationOptions(args.protocol or ["box-each"], args.window, args.axis, args.every, args.jitter,
-                                args.clicks, args.tolerance, args.device, args.runtime)
+                                args.clicks, args.tolerance, args.device, args.runtime, args.corrections,
+                                args.target_dsc)
     pairs = paired_images(args.images, args.labels)
     check_output_folder(args.output, [path for pair in pairs for path in pair])
     cases = [EvaluationCase(image.name, loader(image, label)) for image, label in pairs]
     with _stage_bars(quiet=False) as progress:
-        rows = evaluate_cohort(cases, args.model or ["lite-medsam"], Path(args.output), options,
-                               _read_labels_map(args.labels_map), progress)
-    print("\n".join(summary_lines(rows) + wilcoxon_lines(rows)))
-    print(f"wrote {Path(args.output) / 'scores.csv'}, summary.txt, dsc_boxplot.png and overlays")
+        evaluate_cohort(cases, args.model or ["lite-medsam"], Path(args.output), options,
+                        _read_labels_map(args.labels_map), progress)
+    print((Path(args.output) / "summary.txt").read_text(encoding="utf-8"), end="")
+    print(f"wrote {Path(args.output) / 'scores.csv'}, summary.txt, dsc_boxplot.png and overlays"
+          + (", corrections.csv and correction_curve.png" if args.corrections else ""))
 
 
 def _train(args) -> None:

@@ -10,9 +10,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .annotation_study import correction_curve
 from .errors import ImageError, PromptError
 from .evaluation import PROTOCOLS, evaluate_case
-from .evaluation_report import Row, plot_dsc, plot_overlay, summary_lines, wilcoxon_lines, write_csv
+from .evaluation_report import (CurveRow, Row, correction_lines, plot_corrections, plot_dsc, plot_overlay, summary_lines,
+                                wilcoxon_lines, write_corrections_csv, write_csv)
 from .geometry import take_slice
 from .intensity import IntensitySettings
 from .model_registry import load_model, parse_model_choice
@@ -47,6 +49,8 @@ class EvaluationOptions:
     tolerance_mm: float = 2.0
     device: str = "auto"
     runtime: str = "auto"
+    corrections: int = 0  # recist-sparse: simulated corrections of the worst slice (the annotation study); 0 = off
+    target_dsc: float = 0.90
 
     def check(self) -> None:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
@@ -54,6 +58,10 @@ class EvaluationOptions:
             raise PromptError(f"protocol(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(PROTOCOLS)}")
         if self.every < 1 or self.clicks < 1 or self.jitter < 0 or self.tolerance_mm < 0:
             raise PromptError("--every and --clicks must be 1 or more, --jitter and --tolerance 0 or more")
+        if self.corrections < 0 or not 0 < self.target_dsc <= 1:
+            raise PromptError("--corrections must be 0 or more and --target-dsc between 0 and 1")
+        if self.corrections and "recist-sparse" not in self.protocols:
+            raise PromptError("--corrections simulates the annotation study on recist-sparse: add --protocol recist-sparse")
 
 
 def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], output: Path,
@@ -66,6 +74,7 @@ def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], outp
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     rows: List[Row] = []
+    curves: List[CurveRow] = []
     overlaid = set()
     for model_id, checkpoint in choices:
         model = load_model(model_id, checkpoint, options.device, options.runtime)
@@ -91,12 +100,22 @@ def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], outp
                                      take_slice(truth, options.axis, index),
                                      take_slice(evaluation.prediction, options.axis, index), evaluation.prompts[index],
                                      f"{case.name}, {name}, slice {index}, {evaluation.result.protocol} ({tag})")
+                if options.corrections:  # the annotation study, from the embeddings cached above
+                    for label in (int(v) for v in np.unique(data.labels) if v != 0):
+                        curve = correction_curve(session, data.labels == label, data.spacing_kji, label,
+                                                 options.axis, options.every, options.corrections, options.target_dsc)
+                        curves.append(CurveRow(case.name, tag, names.get(label, f"label {label}"), curve))
             if progress is not None:
                 progress(f"evaluating {tag}", number, len(cases))
     if not rows:
         raise ImageError("no labelled voxels in any case: nothing to evaluate")
     write_csv(output / "scores.csv", rows)
+    lines = summary_lines(rows) + wilcoxon_lines(rows)
+    if curves:
+        write_corrections_csv(output / "corrections.csv", curves)
+        plot_corrections(output / "correction_curve.png", curves)
+        lines += ["", "simulated annotation study (RECIST markers, then boxes on the worst slices):"] + correction_lines(curves)
     with atomic_output(output / "summary.txt") as temporary:
-        temporary.write_text("\n".join(summary_lines(rows) + wilcoxon_lines(rows)) + "\n", encoding="utf-8")
+        temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot_dsc(output / "dsc_boxplot.png", rows)
     return rows

@@ -1,6 +1,7 @@
 """What an evaluation run leaves behind: a CSV of every score, a summary table, a Wilcoxon
 signed-rank test between models, a DSC box plot per label and protocol (as in the papers'
-figures), and an overlay image per label showing an example slice, its prompt and the mask.
+figures), an overlay image per label showing an example slice, its prompt and the mask, and for
+the simulated annotation study the DSC after each correction, as a CSV and a curve.
 """
 
 import csv
@@ -11,12 +12,15 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from .annotation_study import CorrectionCurve
 from .evaluation import TargetResult
 from .output_files import atomic_output
 from .prompt_simulation import PointPrompt
 
 COLUMNS = ["case", "model", "label", "name", "protocol", "dsc", "nsd", "iou", "slices", "seconds",
            "box_fill_dsc", "box_fill_nsd"]
+CORRECTION_COLUMNS = ["case", "model", "label", "name", "corrections", "interactions", "hand_slices", "truth_slices",
+                      "dsc"]
 
 
 @dataclass
@@ -31,12 +35,75 @@ class Row:
         return {column: values[column] for column in COLUMNS}
 
 
+@dataclass
+class CurveRow:
+    case: str
+    model: str
+    name: str
+    curve: CorrectionCurve
+
+
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
     with atomic_output(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow(row.as_dict())
+
+
+def write_corrections_csv(path: Path, rows: Sequence[CurveRow]) -> None:
+    """One line per target and step: the corrections so far, the slices drawn by hand and the DSC."""
+    with atomic_output(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=CORRECTION_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            for step, (dsc, hand) in enumerate(zip(row.curve.dsc, row.curve.hand_slices)):
+                writer.writerow({"case": row.case, "model": row.model, "label": row.curve.label, "name": row.name,
+                                 "corrections": step, "interactions": row.curve.hand_slices[0] + step,
+                                 "hand_slices": hand, "truth_slices": row.curve.truth_slices, "dsc": dsc})
+
+
+def correction_lines(rows: Sequence[CurveRow]) -> List[str]:
+    """Per target: DSC after the markers, corrections to the target, slices by hand against slice by slice."""
+    lines = []
+    for row in rows:
+        curve = row.curve
+        reached = curve.corrections_to_target
+        start = (f"{row.model} {row.name} ({row.case}): DSC {curve.dsc[0]:.3f} after markers on {curve.hand_slices[0]} "
+                 f"of {curve.truth_slices} slices; ")
+        if reached is None:
+            lines.append(start + f"DSC {curve.target_dsc:.2f} not reached in {len(curve.dsc) - 1} correction(s) "
+                                 f"(DSC {curve.dsc[-1]:.3f}, {curve.hand_slices[-1]} slices by hand)")
+        else:
+            lines.append(start + f"DSC {curve.target_dsc:.2f} after {reached} correction(s), "
+                                 f"{curve.hand_slices[reached]} slices by hand: {curve.slices_saved:.0%} fewer than "
+                                 "slice by slice")
+    if rows:
+        saved = np.mean([row.curve.slices_saved for row in rows])
+        lines.append(f"mean share of slices not drawn by hand: {saved:.0%} over {len(rows)} target(s)")
+    return lines
+
+
+def plot_corrections(path: Path, rows: Sequence[CurveRow]) -> None:
+    """DSC against the interactions (RECIST markers, then correction boxes), one curve per target and model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        interactions = [row.curve.hand_slices[0] + step for step in range(len(row.curve.dsc))]
+        axes.plot(interactions, row.curve.dsc, marker="o", markersize=3,
+                  label=f"{row.name} ({row.case}), {row.model}")
+    if rows:
+        axes.axhline(rows[0].curve.target_dsc, color="grey", linestyle="--", linewidth=1, label="target")
+    axes.set_xlabel("interactions (RECIST markers, then correction boxes)")
+    axes.set_ylabel("3D DSC")
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=6)
+    figure.tight_layout()
+    _save(figure, path)
 
 
 def summary_lines(rows: Sequence[Row]) -> List[str]:
@@ -93,9 +160,7 @@ def plot_dsc(path: Path, rows: Sequence[Row]) -> None:
     axes.set_ylim(0, 1)
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    with atomic_output(path) as temporary:
-        figure.savefig(temporary, dpi=120, format="png")
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_overlay(path: Path, image_slice: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
@@ -123,6 +188,12 @@ def plot_overlay(path: Path, image_slice: np.ndarray, truth: np.ndarray, predict
     axes.set_title(title, fontsize=9)
     axes.axis("off")
     figure.tight_layout()
+    _save(figure, path)
+
+
+def _save(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     with atomic_output(path) as temporary:
         figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
