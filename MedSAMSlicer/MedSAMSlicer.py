@@ -699,11 +699,12 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         stored = node.GetAttribute(AXIS_ATTRIBUTE)
         if stored in ("0", "1", "2"):
             return int(stored)
+        from MedSAMSlicerLib.markups_file import MAX_SLICE_OFFSET
         points = slicer.util.arrayFromMarkupsControlPoints(node, world=True)
         if len(points) < 2:
             return 2
         ijk = self.volumeGeometry(volumeNode).ras_to_ijk(points)
-        flat = [axis for axis in (2, 1, 0) if np.ptp(ijk[:, axis]) <= 0.5]
+        flat = [axis for axis in (2, 1, 0) if np.ptp(ijk[:, axis]) <= MAX_SLICE_OFFSET]
         return flat[0] if flat else 2
 
     def flattenROIToSlice(self, volumeNode, roiNode, axis):

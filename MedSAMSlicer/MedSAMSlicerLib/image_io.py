@@ -107,12 +107,19 @@ def check_output_path(path: PathLike, inputs: Iterable[PathLike] = (), labels: I
     if not (is_seg_nrrd(path) or str(path).lower().endswith(LABEL_IMAGE_SUFFIXES)):
         raise OutputError(f"output {path} must end in .seg.nrrd or one of {', '.join(LABEL_IMAGE_SUFFIXES)}")
     check_not_an_input(path, inputs)
-    top = max(labels, default=0)
-    if not is_seg_nrrd(path) and top > np.iinfo(LABEL_TYPES[-1]).max:
-        raise OutputError(f"output {path}: label {top} does not fit a label image (at most "
-                          f"{np.iinfo(LABEL_TYPES[-1]).max}); use .seg.nrrd")
+    if not is_seg_nrrd(path):
+        label_image_type(path, max(labels, default=0))
     check_writable_folder(path.parent, f"output {path}: folder")
     return path
+
+
+def label_image_type(path: PathLike, top: int) -> type:
+    """The smallest voxel type of ``LABEL_TYPES`` that holds label ``top``; raises if none does."""
+    for dtype in LABEL_TYPES:
+        if top <= np.iinfo(dtype).max:
+            return dtype
+    raise OutputError(f"output {path}: label {top} does not fit a label image (at most "
+                      f"{np.iinfo(LABEL_TYPES[-1]).max}); use .seg.nrrd")
 
 
 def write_segmentation(path: PathLike, masks: Dict[int, np.ndarray], geometry: ImageGeometry,
@@ -138,11 +145,7 @@ def write_segmentation(path: PathLike, masks: Dict[int, np.ndarray], geometry: I
         with atomic_output(path, verify) as temporary:
             slicerio.write_segmentation(str(temporary), segmentation)
         return
-    top = max(masks, default=0)
-    dtype = next((t for t in LABEL_TYPES if top <= np.iinfo(t).max), None)
-    if dtype is None:
-        raise OutputError(f"output {path}: label {top} does not fit a label image; use .seg.nrrd")
-    labels = np.zeros(geometry.shape_kji, dtype=dtype)
+    labels = np.zeros(geometry.shape_kji, dtype=label_image_type(path, max(masks, default=0)))
     for label, mask in sorted(masks.items()):  # where targets overlap, the higher label wins
         labels[mask] = label
     write_image(path, labels, geometry)

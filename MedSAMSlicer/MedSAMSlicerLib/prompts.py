@@ -124,12 +124,12 @@ def _segment(points, what: str, allow_point: bool = False) -> np.ndarray:
 
 
 def _is_point(points) -> bool:
-    """True for a well-formed segment whose two ends coincide."""
+    """True for a well-formed segment whose two ends coincide (a malformed one is refused later, by ``raw_box``)."""
     try:
-        segment = np.asarray(points, dtype=float)
-    except (TypeError, ValueError):
+        segment = _segment(points, "short axis", allow_point=True)
+    except (PromptError, TypeError, ValueError):
         return False
-    return segment.shape == (2, 2) and bool(np.all(np.isfinite(segment))) and np.allclose(segment[0], segment[1])
+    return bool(np.allclose(segment[0], segment[1]))
 
 
 def clip_box(box: np.ndarray, height: int, width: int, name: str) -> np.ndarray:
