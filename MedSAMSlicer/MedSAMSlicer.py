@@ -57,7 +57,9 @@ Segment a lesion in 3D from a few prompts with MedSAM (Segment Anything fine-tun
 <li>On the top, middle and bottom slices of the lesion (every 3-10 slices), place RECIST lines
 (long axis; a second line on the same slice is the short axis) or boxes.</li>
 <li>Click <b>Segment volume</b>: boxes are interpolated across the slices in between and every slice
-is segmented. Volume (mL) and longest diameter (mm) are shown.</li>
+is segmented. Volume (mL) and longest diameter (mm) are shown. <b>Mode</b>: <i>refined</i> (default)
+also segments each slice zoomed in on its box, which scored higher on real scans; <i>published</i>
+runs exactly the published MedSAM steps.</li>
 </ol>
 Keyboard: <b>Ctrl+Shift+R</b> places a RECIST line, <b>Ctrl+Shift+B</b> a box, in the slice view you are
 working in (axial, coronal or sagittal: the module follows the last view the mouse was in).
@@ -83,6 +85,11 @@ def _modelChoices():
     return list(MODELS)
 
 
+def _modeChoices():
+    from MedSAMSlicerLib.refinement import MODES  # no torch either
+    return list(MODES)
+
+
 @parameterNodeWrapper
 class MedSAMSlicerParameterNode:
     """The module's state, saved with the scene. Widgets with a ``SlicerParameterName`` in the .ui are bound to it
@@ -99,6 +106,7 @@ class MedSAMSlicerParameterNode:
     windowLevel: Annotated[float, WithinRange(-5000.0, 5000.0)] = 40.0
     propagate: Annotated[int, WithinRange(0, 100)] = 0
     overwriteEdited: bool = False
+    mode: Annotated[str, Choice(_modeChoices())] = "refined"
 
 
 #
@@ -390,15 +398,16 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSegmentSlice(self):
         current = self.currentSliceIndex()
+        mode = self._parameterNode.mode
         if current is not None:
             self.startJob(current[0], lambda args, prompts, progress: self.logic.segmentSlicePrompts(
-                *args, prompts, current))
+                *args, prompts, current, mode=mode))
 
     def onSegmentVolume(self):
         current = self.currentSliceIndex()
-        propagate = self._parameterNode.propagate
+        propagate, mode = self._parameterNode.propagate, self._parameterNode.mode
         self.startJob(current[0] if current else 2, lambda args, prompts, progress: self.logic.computeVolumeMask(
-            *args, prompts, propagate=propagate, progress=progress))
+            *args, prompts, propagate=propagate, progress=progress, mode=mode))
 
     def promptNodes(self):
         p = self._parameterNode
@@ -857,11 +866,15 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         return self.promptsFromMarkups(volumeNode, list(prompts), 2 if axis is None else axis)
 
     def computeVolumeMask(self, volumeNode, model, checkpoint, device, intensity, prompts, axis=None, propagate=0,
-                          progress=None):
-        """The union mask ``[k, j, i]`` of every target in ``prompts``, the slices segmented, and the axis."""
+                          progress=None, mode="refined"):
+        """The union mask ``[k, j, i]`` of every target in ``prompts``, the slices segmented, and the axis.
+
+        ``mode`` is ``refined`` (zoomed inference) or ``published`` (exactly the published steps).
+        """
+        from MedSAMSlicerLib.refinement import refinement_for
         promptSet = self._prompts(volumeNode, prompts, axis)
         session = self.session(volumeNode, model, checkpoint, device, intensity)
-        results = session.segment(promptSet, propagate=propagate, progress=progress)
+        results = session.segment(promptSet, propagate=propagate, progress=progress, refinement=refinement_for(mode))
         mask = np.zeros(session.shape, dtype=bool)
         slices = set()
         for result in results.values():
@@ -869,17 +882,17 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             slices.update(result.slices)
         return mask, sorted(slices), promptSet.axis
 
-    def segmentSlicePrompts(self, volumeNode, model, checkpoint, device, intensity, promptNodes, axisAndSlice):
+    def segmentSlicePrompts(self, volumeNode, model, checkpoint, device, intensity, promptNodes, axisAndSlice,
+                            mode="refined"):
         """The mask of the prompts on one slice (from its cached embedding), as ``computeVolumeMask`` returns it."""
-        from MedSAMSlicerLib.geometry import slice_indexer
+        from MedSAMSlicerLib.refinement import refinement_for
         axis, index = axisAndSlice
         session = self.session(volumeNode, model, checkpoint, device, intensity)
         boxes = self._prompts(volumeNode, promptNodes, axis).key_boxes(session.shape)
         onSlice = [box for perSlice in boxes.values() for box in perSlice.get(index, [])]
-        mask = np.zeros(session.shape, dtype=bool)
-        if onSlice:
-            mask[slice_indexer(axis, index)] = session.segment_slice(index, onSlice, axis)
-        return mask, [index], axis
+        if not onSlice:
+            return np.zeros(session.shape, dtype=bool), [index], axis
+        return session.segment_slices({index: onSlice}, axis, refinement=refinement_for(mode)), [index], axis
 
     def writeSegmentMask(self, volumeNode, segmentationNode, segmentId, mask, slices, axis, overwriteEdited=False):
         """Write ``mask`` into the segment on ``slices`` only (other slices and segments untouched); one undo step.
@@ -899,13 +912,14 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         return stats
 
     def segmentFromPrompts(self, volumeNode, segmentationNode, segmentId, prompts, model="lite-medsam",
-                           checkpoint=None, device="auto", intensity="auto", propagate=0, progress=None, axis=None):
+                           checkpoint=None, device="auto", intensity="auto", propagate=0, progress=None, axis=None,
+                           mode="refined"):
         """Segment ``prompts`` (markups nodes, a prompt-file dict, or a PromptSet) into the segment.
 
         Returns ``(segmentId, statistics)``; the segment is created when ``segmentId`` is empty.
         """
         mask, slices, usedAxis = self.computeVolumeMask(volumeNode, model, checkpoint, device, intensity, prompts,
-                                                        axis, propagate, progress)
+                                                        axis, propagate, progress, mode)
         stats = self.writeSegmentMask(volumeNode, segmentationNode, segmentId, mask, slices, usedAxis)
         return stats["segmentId"], stats
 

@@ -64,12 +64,16 @@ def test_evaluate_writes_the_study_curve_and_its_summary(tmp_path, lite_model, m
     monkeypatch.setattr(model_registry, "load_model", lambda *args, **kwargs: lite_model)
     code = cli.main(["evaluate", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
                      "--protocol", "recist-sparse", "--every", "8", "--corrections", "5", "--target-dsc", "0.97",
-                     "-o", str(tmp_path / "report")])
+                     "--mode", "published", "--mode", "refined", "-o", str(tmp_path / "report")])
     assert code == 0
     with open(tmp_path / "report" / "corrections.csv", newline="", encoding="utf-8") as stream:
         steps = list(csv.DictReader(stream))
-    assert [(s["corrections"], s["interactions"], s["hand_slices"]) for s in steps] == [("0", "3", "3"), ("1", "4", "3")]
-    assert float(steps[-1]["dsc"]) >= 0.97
+    for mode in ("published", "refined"):  # one curve per mode, from the same cached embeddings
+        curve = [s for s in steps if s["model"] == f"lite-medsam ({mode})"]
+        assert [(s["corrections"], s["interactions"], s["hand_slices"]) for s in curve] == [("0", "3", "3"),
+                                                                                            ("1", "4", "3")]
+        assert float(curve[-1]["dsc"]) >= 0.97
     summary = (tmp_path / "report" / "summary.txt").read_text(encoding="utf-8")
     assert "DSC 0.97 after 1 correction(s), 3 slices by hand: 70% fewer than slice by slice" in summary
+    assert "lite-medsam (refined): mean share of slices not drawn by hand 70%, target reached on 1 of 1" in summary
     assert (tmp_path / "report" / "correction_curve.png").stat().st_size > 10_000

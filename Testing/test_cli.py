@@ -162,8 +162,8 @@ def test_evaluate_scores_models_side_by_side_and_writes_the_report(tmp_path):
     for row in rows:
         by_model.setdefault(row["model"], []).append(float(row["dsc"]))
         assert float(row["dsc"]) > float(row["box_fill_dsc"])
-    assert sorted(by_model) == ["lite-medsam", "lite-medsam=finetuned.pth"]
-    assert by_model["lite-medsam"] == by_model["lite-medsam=finetuned.pth"]
+    assert sorted(by_model) == ["lite-medsam (refined)", "lite-medsam=finetuned.pth (refined)"]  # the default mode
+    assert by_model["lite-medsam (refined)"] == by_model["lite-medsam=finetuned.pth (refined)"]
     assert "not testable (4 pairs, identical scores)" in result.stdout
     for name in ("summary.txt", "dsc_boxplot.png", "overlay_label2.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0

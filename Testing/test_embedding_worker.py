@@ -45,7 +45,7 @@ class FakeModel(SliceModel):
     def model_coords(self, coords, slice_shape):
         return coords
 
-    def postprocess(self, logits, slice_shape):
+    def probabilities(self, logits, slice_shape):
         raise NotImplementedError
 
     def encode(self, batch: np.ndarray) -> torch.Tensor:

@@ -76,6 +76,10 @@ def drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts)
     parameters.propagate = 2  # and back: the spin box follows the parameter node
     assert ui.propagateSpinBox.value == 2
     parameters.propagate = 0
+    assert ui.modeComboBox.items == ["published", "refined"] and parameters.mode == "refined"  # refined by default
+    choose(ui.modeComboBox, "published")
+    assert parameters.mode == "published"
+    choose(ui.modeComboBox, "refined")
     assert widget.currentSliceIndex() == (2, 4)
 
     for prompt in prompts.prompts:  # as the place buttons leave them: tagged Line nodes, points in RAS

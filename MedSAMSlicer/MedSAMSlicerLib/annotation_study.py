@@ -19,6 +19,7 @@ from .geometry import array_dim, in_plane_axes, occupied_slices, slice_indexer, 
 from .metrics import dice
 from .prompt_simulation import bounding_box, recist_from_truth
 from .prompts import BoxPrompt, PromptSet
+from .refinement import Refinement
 from .session import SegmentationSession
 
 
@@ -47,7 +48,7 @@ class CorrectionCurve:
 
 def correction_curve(session: SegmentationSession, truth_kji: np.ndarray, spacing_kji: Sequence[float],
                      label: int = 1, axis: int = 2, every: int = 5, corrections: int = 10,
-                     target_dsc: float = 0.90) -> CorrectionCurve:
+                     target_dsc: float = 0.90, refinement: Optional[Refinement] = None) -> CorrectionCurve:
     """RECIST markers every ``every`` slices, then up to ``corrections`` boxes on the worst slices, stopping at the target."""
     truth = np.asarray(truth_kji, dtype=bool)
     spacing_xy = tuple(float(spacing_kji[array_dim(a)]) for a in in_plane_axes(axis))
@@ -56,7 +57,7 @@ def correction_curve(session: SegmentationSession, truth_kji: np.ndarray, spacin
     curve = CorrectionCurve(label, target_dsc, len(occupied))
     corrected = set()
     while True:
-        prediction = session.segment(PromptSet(prompts, axis))[label].mask
+        prediction = session.segment(PromptSet(prompts, axis), refinement=refinement)[label].mask
         curve.dsc.append(dice(truth, prediction))
         curve.hand_slices.append(len({p.slice for p in prompts}))
         if curve.dsc[-1] >= target_dsc or len(corrected) == corrections:

@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     from .inference_runtime import RUNTIMES
     from .intensity import CT_PRESETS
     from .model_registry import DEFAULT_MODEL, MODELS
+    from .refinement import DEFAULT_MODE, MODES
 
     parser = argparse.ArgumentParser(prog="medsam-slicer", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--axis", type=int, choices=(0, 1, 2), help="slicing axis, IJK index (default: the prompt file's, else 2)")
     segment.add_argument("--propagate", type=int, default=0, metavar="N",
                          help="extend each target up to N slices beyond its annotated range (default 0: off)")
+    segment.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
+                         help="refined (default: zoomed inference, better on real scans) or published (exactly the "
+                              "published MedSAM steps); see the README")
     segment.add_argument("--cache-dir", help="keep image embeddings here, to reuse across runs")
     segment.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -68,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", action="append", metavar="ID[=CHECKPOINT]",
                           help=f"model to score (repeat to compare; default {DEFAULT_MODEL})")
     evaluate.add_argument("--protocol", action="append", choices=PROTOCOLS, help="prompt protocol (repeatable; default box-each)")
+    evaluate.add_argument("--mode", action="append", choices=MODES,
+                          help=f"pipeline mode to score (repeat to compare; default {DEFAULT_MODE})")
     evaluate.add_argument("--every", type=int, default=5, help="recist-sparse: markers every K slices (default 5)")
     evaluate.add_argument("--jitter", type=int, default=0, help="box protocols: move box sides by up to N px (default 0)")
     evaluate.add_argument("--clicks", type=int, default=5, help="iterative-points: clicks per slice (default 5)")
@@ -132,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
     batch.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
     batch.add_argument("--propagate", type=int, default=0, metavar="N", help="as for segment (default 0)")
+    batch.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help=f"as for segment (default {DEFAULT_MODE})")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bench = commands.add_parser("bench", help="time the engine against the naive published pipeline, side by side")
@@ -174,11 +181,12 @@ def _segment(args) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = segment_case(case, output, model, args.propagate, cache, progress)
+        result = segment_case(case, output, model, args.propagate, cache, progress, args.mode)
     for target in result.targets:
         print(f"label {target.label}: {target.slices} slices, {target.volume_ml:.2f} mL, "
               f"longest diameter {target.longest_diameter_mm:.1f} mm (slice {target.diameter_slice})")
-    print(f"wrote {output} ({args.model}, {result.intensity}, {model.device}/{model.runtime}, {result.seconds:.1f} s)")
+    print(f"wrote {output} ({args.model}, {args.mode} mode, {result.intensity}, {model.device}/{model.runtime}, "
+          f"{result.seconds:.1f} s)")
 
 
 def _sample(args) -> None:
@@ -194,6 +202,7 @@ def _sample(args) -> None:
 
 def _evaluate(args) -> None:
     from .cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
+    from .refinement import DEFAULT_MODE
     from .image_io import paired_images, read_image, read_label_image
     from .output_files import check_output_folder
 
@@ -205,7 +214,7 @@ def _evaluate(args) -> None:
 
     options = EvaluationOptions(args.protocol or ["box-each"], args.window, args.axis, args.every, args.jitter,
                                 args.clicks, args.tolerance, args.device, args.runtime, args.corrections,
-                                args.target_dsc)
+                                args.target_dsc, args.mode or [DEFAULT_MODE])
     pairs = paired_images(args.images, args.labels)
     check_output_folder(args.output, [path for pair in pairs for path in pair])
     cases = [EvaluationCase(image.name, loader(image, label)) for image, label in pairs]
@@ -267,7 +276,7 @@ def _batch(args) -> None:
             bar.update(done - bar.n)
 
         outcome = segment_cohort(cases, model, Path(args.output), args.format, shard, args.window, args.propagate,
-                                 progress)
+                                 progress, args.mode)
     print(f"shard {shard[0] + 1}/{shard[1]}: {len(outcome.done)} segmented, {len(outcome.skipped)} already done, "
           f"{len(outcome.failed)} failed; summary in {Path(args.output) / 'summary.csv'}")
     if outcome.failed:

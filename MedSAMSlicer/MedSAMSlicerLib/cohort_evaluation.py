@@ -19,6 +19,7 @@ from .geometry import take_slice
 from .intensity import IntensitySettings
 from .model_registry import load_model, parse_model_choice
 from .output_files import atomic_output
+from .refinement import DEFAULT_MODE, MODES, refinement_for
 from .session import SegmentationSession
 
 CaseProgress = Callable[[str, int, int], None]  # (what, cases done, cases total)
@@ -51,6 +52,7 @@ class EvaluationOptions:
     runtime: str = "auto"
     corrections: int = 0  # recist-sparse: simulated corrections of the worst slice (the annotation study); 0 = off
     target_dsc: float = 0.90
+    modes: Sequence[str] = (DEFAULT_MODE,)  # each model is scored in each mode (refinement.MODES)
 
     def check(self) -> None:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
@@ -60,6 +62,9 @@ class EvaluationOptions:
             raise PromptError("--every and --clicks must be 1 or more, --jitter and --tolerance 0 or more")
         if self.corrections < 0 or not 0 < self.target_dsc <= 1:
             raise PromptError("--corrections must be 0 or more and --target-dsc between 0 and 1")
+        unknown_modes = [m for m in self.modes if m not in MODES]
+        if unknown_modes or not self.modes:
+            raise PromptError(f"mode(s) {', '.join(unknown_modes) or '(none)'}: choose from {', '.join(MODES)}")
         if self.corrections and "recist-sparse" not in self.protocols:
             raise PromptError("--corrections simulates the annotation study on recist-sparse: add --protocol recist-sparse")
 
@@ -78,35 +83,40 @@ def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], outp
     overlaid = set()
     for model_id, checkpoint in choices:
         model = load_model(model_id, checkpoint, options.device, options.runtime)
-        tag = model_id if checkpoint is None else f"{model_id}={Path(checkpoint).name}"
+        model_tag = model_id if checkpoint is None else f"{model_id}={Path(checkpoint).name}"
         for number, case in enumerate(cases, start=1):
             data = case.load()
             if data.labels.shape != data.image.shape:
                 raise ImageError(f"labels of {case.name} have shape {data.labels.shape}, the image {data.image.shape}")
             intensity = IntensitySettings.parse(options.window, data.image, data.modality)
             with SegmentationSession(data.image, model, intensity) as session:
-                for evaluation in evaluate_case(session, data.labels, data.spacing_kji, options.protocols,
-                                                axis=options.axis, every=options.every, jitter=options.jitter,
-                                                clicks=options.clicks, tolerance_mm=options.tolerance_mm):
-                    label = evaluation.result.label
-                    name = names.get(label, f"label {label}")
-                    rows.append(Row(case.name, tag, name, evaluation.result))
-                    if label not in overlaid:  # one example per label: its largest slice
-                        overlaid.add(label)
-                        truth = data.labels == label
-                        index = max(evaluation.prompts, key=lambda i: take_slice(truth, options.axis, i).sum())
-                        plot_overlay(output / f"overlay_label{label}.png",
-                                     take_slice(session.volume_u8, options.axis, index),
-                                     take_slice(truth, options.axis, index),
-                                     take_slice(evaluation.prediction, options.axis, index), evaluation.prompts[index],
-                                     f"{case.name}, {name}, slice {index}, {evaluation.result.protocol} ({tag})")
-                if options.corrections:  # the annotation study, from the embeddings cached above
-                    for label in (int(v) for v in np.unique(data.labels) if v != 0):
-                        curve = correction_curve(session, data.labels == label, data.spacing_kji, label,
-                                                 options.axis, options.every, options.corrections, options.target_dsc)
-                        curves.append(CurveRow(case.name, tag, names.get(label, f"label {label}"), curve))
+                for mode in options.modes:  # the modes share the session's embeddings
+                    tag, refinement = f"{model_tag} ({mode})", refinement_for(mode)
+                    for evaluation in evaluate_case(session, data.labels, data.spacing_kji, options.protocols,
+                                                    axis=options.axis, every=options.every, jitter=options.jitter,
+                                                    clicks=options.clicks, tolerance_mm=options.tolerance_mm,
+                                                    refinement=refinement):
+                        label = evaluation.result.label
+                        name = names.get(label, f"label {label}")
+                        rows.append(Row(case.name, tag, name, evaluation.result))
+                        if label not in overlaid:  # one example per label: its largest slice
+                            overlaid.add(label)
+                            truth = data.labels == label
+                            index = max(evaluation.prompts, key=lambda i: take_slice(truth, options.axis, i).sum())
+                            plot_overlay(output / f"overlay_label{label}.png",
+                                         take_slice(session.volume_u8, options.axis, index),
+                                         take_slice(truth, options.axis, index),
+                                         take_slice(evaluation.prediction, options.axis, index),
+                                         evaluation.prompts[index],
+                                         f"{case.name}, {name}, slice {index}, {evaluation.result.protocol} ({tag})")
+                    if options.corrections:  # the annotation study, from the embeddings cached above
+                        for label in (int(v) for v in np.unique(data.labels) if v != 0):
+                            curve = correction_curve(session, data.labels == label, data.spacing_kji, label,
+                                                     options.axis, options.every, options.corrections,
+                                                     options.target_dsc, refinement)
+                            curves.append(CurveRow(case.name, tag, names.get(label, f"label {label}"), curve))
             if progress is not None:
-                progress(f"evaluating {tag}", number, len(cases))
+                progress(f"evaluating {model_tag}", number, len(cases))
     if not rows:
         raise ImageError("no labelled voxels in any case: nothing to evaluate")
     write_csv(output / "scores.csv", rows)

@@ -23,6 +23,7 @@ from .errors import ImageError, MedSAMError, SettingsError
 from .file_segmentation import read_case, segment_case
 from .image_io import IMAGE_SUFFIXES
 from .output_files import atomic_output
+from .refinement import DEFAULT_MODE
 from .slice_model import SliceModel
 
 SUMMARY_COLUMNS = ["case", "label", "slices", "volume_ml", "longest_diameter_mm", "diameter_slice", "seconds", "error"]
@@ -117,7 +118,8 @@ def parse_shard(text: Optional[str], rank: int = 0, world: int = 1) -> tuple:
 
 def segment_cohort(cases: Sequence[CohortCase], model: SliceModel, output: Path, suffix: str = ".seg.nrrd",
                    shard: tuple = (0, 1), window: str = "auto", propagate: int = 0,
-                   progress: Optional[Callable[[str, int, int], None]] = None) -> CohortOutcome:
+                   progress: Optional[Callable[[str, int, int], None]] = None,
+                   mode: str = DEFAULT_MODE) -> CohortOutcome:
     """Segment this shard's cases into ``output``; cases already done are skipped; failures are recorded."""
     index, count = shard
     output = Path(output)
@@ -132,11 +134,11 @@ def segment_cohort(cases: Sequence[CohortCase], model: SliceModel, output: Path,
             else:
                 try:
                     result = segment_case(read_case(case.image, case.prompts, window), output / f"{case.name}{suffix}",
-                                          model, propagate)
+                                          model, propagate, mode=mode)
                     with atomic_output(record) as temporary:
                         temporary.write_text(json.dumps({
                             "case": case.name, "image": str(case.image), "prompts": str(case.prompts),
-                            "model": model.cache_id, "intensity": result.intensity, "seconds": result.seconds,
+                            "model": model.cache_id, "mode": mode, "intensity": result.intensity, "seconds": result.seconds,
                             "targets": [t.as_dict() for t in result.targets]}, indent=2) + "\n", encoding="utf-8")
                 except Exception as error:  # any failure is this case's, never the cohort's
                     reason = str(error) if isinstance(error, MedSAMError) else f"{error.__class__.__name__}: {error}"

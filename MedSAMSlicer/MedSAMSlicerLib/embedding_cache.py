@@ -34,9 +34,11 @@ class EmbeddingKey:
     index: int
     preprocessing: str  # IntensitySettings.key
     model: str  # SliceModel.cache_id
+    region: str = ""  # a crop of the slice (``CropWindow.key``), or "" for the whole slice
 
     def __str__(self) -> str:
-        return f"{self.image_id}|{self.axis}|{self.index}|{self.preprocessing}|{self.model}"
+        whole = f"{self.image_id}|{self.axis}|{self.index}|{self.preprocessing}|{self.model}"
+        return f"{whole}|{self.region}" if self.region else whole
 
     @property
     def file_name(self) -> str:

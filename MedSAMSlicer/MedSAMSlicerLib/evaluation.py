@@ -19,6 +19,7 @@ from .geometry import array_dim, in_plane_axes, occupied_slices, slice_indexer, 
 from .interpolation import interpolate_boxes
 from .metrics import dice, iou, normalized_surface_dice
 from .prompt_simulation import PointPrompt, next_iterative_point, recist_from_truth, simulate
+from .refinement import Refinement
 from .session import SegmentationSession
 from .slice_model import SliceModel
 
@@ -83,9 +84,12 @@ def iterative_clicks(model: SliceModel, embedding: torch.Tensor, truth: np.ndarr
 
 def evaluate_target(session: SegmentationSession, truth_kji: np.ndarray, spacing_kji: Sequence[float],
                     protocol: str, label: int = 1, axis: int = 2, every: int = 5, jitter: int = 0,
-                    clicks: int = 5, tolerance_mm: float = 2.0,
-                    rng: Optional[np.random.Generator] = None) -> TargetEvaluation:
-    """Segment one target (``truth_kji`` is its mask) under ``protocol`` and score it against the truth."""
+                    clicks: int = 5, tolerance_mm: float = 2.0, rng: Optional[np.random.Generator] = None,
+                    refinement: Optional[Refinement] = None) -> TargetEvaluation:
+    """Segment one target (``truth_kji`` is its mask) under ``protocol`` and score it against the truth.
+
+    ``refinement`` (the refined mode's levers) applies to the box and RECIST protocols; clicks have no box to refine.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if clicks < 1:
@@ -97,8 +101,12 @@ def evaluate_target(session: SegmentationSession, truth_kji: np.ndarray, spacing
     if protocol == "recist-sparse":
         spacing_xy = tuple(float(spacing_kji[array_dim(a)]) for a in in_plane_axes(axis))
         prompts = recist_from_truth(truth, every, axis, spacing_xy, label)
-        prediction = session.segment(prompts)[label].mask if prompts.prompts else prediction
+        prediction = session.segment(prompts, refinement=refinement)[label].mask if prompts.prompts else prediction
         plans = dict(interpolate_boxes(prompts.key_boxes(truth.shape).get(label, {})))
+    elif protocol in BOX_PROTOCOLS:
+        plans = {int(index): simulate(take_slice(truth, axis, index), protocol, jitter, rng)
+                 for index in occupied_slices(truth, axis)}
+        prediction = session.segment_slices(plans, axis, refinement=refinement)
     else:
         occupied = [int(index) for index in occupied_slices(truth, axis)]
         futures = session.prefetch(occupied, axis)
@@ -107,12 +115,9 @@ def evaluate_target(session: SegmentationSession, truth_kji: np.ndarray, spacing
             truth_slice, embedding = take_slice(truth, axis, index), futures[index].result()
             if protocol == "iterative-points":
                 plans[index], mask = iterative_clicks(session.model, embedding, truth_slice, clicks)
-            elif protocol in POINT_PROTOCOLS:
+            else:
                 plans[index] = simulate(truth_slice, protocol, rng=rng)
                 mask = oracle_mask(session.model, embedding, plans[index], truth_slice)
-            else:
-                plans[index] = simulate(truth_slice, protocol, jitter, rng)
-                mask = session.segment_slice(index, plans[index], axis, embedding)
             prediction[slice_indexer(axis, index)] = mask
     box_fill_dsc = box_fill_nsd = float("nan")
     if protocol not in POINT_PROTOCOLS:

@@ -78,30 +78,39 @@ def correction_lines(rows: Sequence[CurveRow]) -> List[str]:
             lines.append(start + f"DSC {curve.target_dsc:.2f} after {reached} correction(s), "
                                  f"{curve.hand_slices[reached]} slices by hand: {curve.slices_saved:.0%} fewer than "
                                  "slice by slice")
-    if rows:
-        saved = np.mean([row.curve.slices_saved for row in rows])
-        lines.append(f"mean share of slices not drawn by hand: {saved:.0%} over {len(rows)} target(s)")
+    for model in sorted({row.model for row in rows}):
+        curves = [row.curve for row in rows if row.model == model]
+        lines.append(f"{model}: mean share of slices not drawn by hand {np.mean([c.slices_saved for c in curves]):.0%}, "
+                     f"target reached on {sum(c.corrections_to_target is not None for c in curves)} of {len(curves)}")
     return lines
 
 
 def plot_corrections(path: Path, rows: Sequence[CurveRow]) -> None:
-    """DSC against the interactions (RECIST markers, then correction boxes), one curve per target and model."""
+    """DSC against the corrections after the RECIST markers: each target thin, each model's mean bold.
+
+    A target that reached the target DSC (or ran out of slices) keeps its last DSC in the mean.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        interactions = [row.curve.hand_slices[0] + step for step in range(len(row.curve.dsc))]
-        axes.plot(interactions, row.curve.dsc, marker="o", markersize=3,
-                  label=f"{row.name} ({row.case}), {row.model}")
+    longest = max((len(row.curve.dsc) for row in rows), default=1)
+    for number, model in enumerate(sorted({row.model for row in rows})):
+        colour = f"C{number}"
+        curves = [row.curve.dsc for row in rows if row.model == model]
+        for dsc in curves:
+            axes.plot(range(len(dsc)), dsc, color=colour, alpha=0.3, linewidth=0.8)
+        padded = np.array([dsc + [dsc[-1]] * (longest - len(dsc)) for dsc in curves])
+        axes.plot(range(longest), padded.mean(axis=0), color=colour, linewidth=2.5, marker="o", markersize=3,
+                  label=f"{model}: mean of {len(curves)} target(s)")
     if rows:
         axes.axhline(rows[0].curve.target_dsc, color="grey", linestyle="--", linewidth=1, label="target")
-    axes.set_xlabel("interactions (RECIST markers, then correction boxes)")
+    axes.set_xlabel("correction boxes after the RECIST markers")
     axes.set_ylabel("3D DSC")
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=6)
+    axes.legend(fontsize=7)
     figure.tight_layout()
     _save(figure, path)
 
@@ -111,10 +120,11 @@ def summary_lines(rows: Sequence[Row]) -> List[str]:
     groups: Dict[tuple, List[Row]] = {}
     for row in rows:
         groups.setdefault((row.model, row.result.protocol, row.name), []).append(row)
-    lines = [f"{'model':<16} {'protocol':<14} {'label':<12} {'n':>3} {'DSC':>13} {'NSD':>13} {'box-fill DSC':>13}"]
+    width = max([16] + [len(model) for model, _, _ in groups])
+    lines = [f"{'model':<{width}} {'protocol':<14} {'label':<12} {'n':>3} {'DSC':>13} {'NSD':>13} {'box-fill DSC':>13}"]
     for (model, protocol, name), members in sorted(groups.items()):
         stats = lambda values: "-" if np.isnan(values).all() else f"{np.mean(values):.3f}+/-{np.std(values):.3f}"  # noqa: E731
-        lines.append(f"{model:<16} {protocol:<14} {name:<12} {len(members):>3} "
+        lines.append(f"{model:<{width}} {protocol:<14} {name:<12} {len(members):>3} "
                      f"{stats([r.result.dsc for r in members]):>13} {stats([r.result.nsd for r in members]):>13} "
                      f"{stats([r.result.box_fill_dsc for r in members]):>13}")
     return lines

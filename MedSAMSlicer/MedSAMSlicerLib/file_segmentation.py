@@ -16,6 +16,7 @@ from .image_io import LoadedImage, read_image, write_segmentation
 from .intensity import IntensitySettings
 from .measurements import longest_diameter_in_volume_mm, volume_ml
 from .prompts import PromptSet
+from .refinement import DEFAULT_MODE, refinement_for
 from .session import SegmentationSession
 from .slice_model import SliceModel
 
@@ -72,14 +73,16 @@ def read_case(image_path, prompts_path, window: str = "auto", axis: Optional[int
 
 def segment_case(case: PreparedCase, output, model: SliceModel, propagate: int = 0,
                  cache: Optional[EmbeddingCache] = None,
-                 progress: Optional[Callable[[int, int], None]] = None) -> FileSegmentation:
-    """Segment a prepared case and write ``output`` (``.seg.nrrd`` or a label image) in the image's geometry."""
+                 progress: Optional[Callable[[int, int], None]] = None, mode: str = DEFAULT_MODE) -> FileSegmentation:
+    """Segment a prepared case (in ``mode``, see ``refinement``) and write ``output`` (``.seg.nrrd`` or a label
+    image) in the image's geometry."""
     if propagate < 0:
         raise PromptError(f"propagate must be 0 or more, got {propagate}")
+    refinement = refinement_for(mode)
     image, prompts = case.image, case.prompts
     started = time.perf_counter()
     with SegmentationSession(image.array, model, case.intensity, cache) as session:
-        results = session.segment(prompts, propagate=propagate, progress=progress)
+        results = session.segment(prompts, propagate=propagate, progress=progress, refinement=refinement)
     write_segmentation(output, {label: r.mask for label, r in results.items()}, image.geometry)
     targets = []
     for label, result in results.items():

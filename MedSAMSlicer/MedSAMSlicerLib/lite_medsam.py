@@ -41,8 +41,8 @@ class LiteMedSamSliceModel(SliceModel):
         ratio = self.input_size / max(slice_shape)
         return np.trunc(coords * ratio)
 
-    def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
+    def probabilities(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
         new_h, new_w = self.content_shape(slice_shape)
         logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         logits = F.interpolate(logits[..., :new_h, :new_w], size=tuple(slice_shape), mode="bilinear", align_corners=False)
-        return torch.sigmoid(logits) > 0.5
+        return torch.sigmoid(logits)

@@ -33,6 +33,5 @@ class MedSamVitSliceModel(SliceModel):
         height, width = slice_shape
         return coords / np.array([width, height]) * self.input_size
 
-    def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
-        probabilities = F.interpolate(torch.sigmoid(logits), size=tuple(slice_shape), mode="bilinear", align_corners=False)
-        return probabilities > 0.5
+    def probabilities(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(torch.sigmoid(logits), size=tuple(slice_shape), mode="bilinear", align_corners=False)

@@ -39,6 +39,9 @@ class SamVitSliceModel(SliceModel):
     def model_coords(self, coords: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
         return self.transform.apply_coords(coords, tuple(slice_shape))
 
+    def probabilities(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
+        return torch.sigmoid(self.sam.postprocess_masks(logits, self.content_shape(slice_shape), tuple(slice_shape)))
+
     def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
         masks = self.sam.postprocess_masks(logits, self.content_shape(slice_shape), tuple(slice_shape))
-        return masks > self.sam.mask_threshold
+        return masks > self.sam.mask_threshold  # SAM's own threshold on the logits, exactly as SamPredictor

@@ -13,12 +13,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from .crop_window import CropWindow
 from .embedding_cache import EmbeddingCache, image_identity
 from .embedding_worker import EmbeddingWorker
 from .geometry import check_axis, plane_shape, slice_count, slice_indexer
 from .intensity import IntensitySettings, normalize_volume
-from .interpolation import interpolate_boxes
+from .interpolation import SliceBoxes, interpolate_boxes
 from .prompts import PromptSet, clip_box
+from .refinement import Refinement, refine_target
 from .slice_model import SliceModel
 from .slice_source import SliceSource
 
@@ -56,19 +58,36 @@ class SegmentationSession:
         self.worker = worker if worker is not None else EmbeddingWorker(model, self.cache)
         self._sources: Dict[int, SliceSource] = {}
 
-    def source(self, axis: int) -> SliceSource:
+    def source(self, axis: int, window: Optional[CropWindow] = None) -> SliceSource:
+        """The slices along ``axis`` (or their ``window`` crops) as the worker encodes them."""
         axis = check_axis(axis)
-        if axis not in self._sources:
-            self._sources[axis] = SliceSource(self.volume_u8, axis, self.image_id, self.intensity.key)
-        return self._sources[axis]
+        if (axis, window) not in self._sources:
+            self._sources[axis, window] = SliceSource(self.volume_u8, axis, self.image_id, self.intensity.key, window)
+        return self._sources[axis, window]
 
-    def prefetch(self, indices: Sequence[int], axis: int = 2, priority: float = 0) -> Dict[int, Future]:
+    def prefetch(self, indices: Sequence[int], axis: int = 2, priority: float = 0,
+                 window: Optional[CropWindow] = None) -> Dict[int, Future]:
         """Queue embeddings in the background; returns their futures."""
-        return self.worker.request(self.source(axis), indices, priority)
+        return self.worker.request(self.source(axis, window), indices, priority)
 
-    def embedding(self, index: int, axis: int = 2) -> torch.Tensor:
-        """The slice's embedding: from the cache, else encoded ahead of everything queued."""
-        return self.worker.request(self.source(axis), [index], priority=float("-inf"))[index].result()
+    def embedding(self, index: int, axis: int = 2, window: Optional[CropWindow] = None) -> torch.Tensor:
+        """The slice's (or its crop's) embedding: from the cache, else encoded ahead of everything queued."""
+        return self.worker.request(self.source(axis, window), [index], priority=float("-inf"))[index].result()
+
+    def slice_probabilities(self, index: int, boxes: Sequence[np.ndarray], axis: int = 2,
+                            window: Optional[CropWindow] = None) -> np.ndarray:
+        """Foreground probability ``(H, W)`` of the union of ``boxes`` on one slice, the model run on the slice or on
+        its ``window`` crop (zoomed inference; zero outside the crop)."""
+        shape = plane_shape(self.shape, axis)
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        frame = shape if window is None else (window.side, window.side)
+        inputs = boxes if window is None else window.boxes_in_crop(boxes)
+        embedding = self.embedding(index, axis, window)
+        probability = np.zeros(frame, dtype=np.float32)
+        for start in range(0, len(inputs), DECODE_BATCH):
+            probability = np.maximum(probability, self.model.decode_probabilities(
+                embedding, inputs[start:start + DECODE_BATCH], frame).max(axis=0))
+        return probability if window is None else window.paste(probability, shape)
 
     def segment_slice(self, index: int, boxes: Sequence[np.ndarray], axis: int = 2,
                       embedding: Optional[torch.Tensor] = None,
@@ -89,13 +108,15 @@ class SegmentationSession:
                 decoded(len(batch))
         return union
 
-    def segment(self, prompts: PromptSet, propagate: int = 0,
-                progress: Optional[SliceProgress] = None) -> Dict[int, LabelMask]:
-        """Segment every target of ``prompts`` across its annotated range (and ``propagate`` slices beyond it)."""
+    def segment(self, prompts: PromptSet, propagate: int = 0, progress: Optional[SliceProgress] = None,
+                refinement: Optional[Refinement] = None) -> Dict[int, LabelMask]:
+        """Segment every target of ``prompts`` across its annotated range (and ``propagate`` slices beyond it).
+
+        Without ``refinement`` these are exactly the published steps; with it, the refined mode's (``refinement``).
+        """
         axis = prompts.axis
         plans = {label: interpolate_boxes(boxes) for label, boxes in prompts.key_boxes(self.shape).items()}
-        wanted = sorted({index for plan in plans.values() for index in plan})
-        futures = self.prefetch(wanted, axis, priority=0)
+        self.prefetch(sorted({index for plan in plans.values() for index in plan}), axis)  # every target's slices, now
         total = sum(len(boxes) for plan in plans.values() for boxes in plan.values())
         done = 0
 
@@ -107,15 +128,24 @@ class SegmentationSession:
 
         results: Dict[int, LabelMask] = {}
         for label, plan in plans.items():
-            result = results[label] = LabelMask(label, np.zeros(self.shape, dtype=bool))
-            for index, boxes in plan.items():
-                mask = self.segment_slice(index, boxes, axis, futures[index].result(), decoded)
-                self._write(result, axis, index, mask)
+            results[label] = result = LabelMask(label, self.segment_slices(plan, axis, refinement, decoded), sorted(plan))
             if propagate > 0:
                 self._propagate(result, axis, min(plan), -1, propagate)
                 self._propagate(result, axis, max(plan), +1, propagate)
             result.slices.sort()
         return results
+
+    def segment_slices(self, plan: SliceBoxes, axis: int = 2, refinement: Optional[Refinement] = None,
+                       decoded: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """The ``[k, j, i]`` mask of one target from its boxes per slice: the published steps, or with ``refinement``
+        the refined mode's."""
+        if refinement is not None:
+            return refine_target(self, plan, axis, refinement, decoded)
+        futures = self.prefetch(sorted(plan), axis)
+        mask = np.zeros(self.shape, dtype=bool)
+        for index, boxes in plan.items():
+            mask[slice_indexer(axis, index)] = self.segment_slice(index, boxes, axis, futures[index].result(), decoded)
+        return mask
 
     def close(self) -> None:
         if self._owns_worker:

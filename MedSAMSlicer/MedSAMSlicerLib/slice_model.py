@@ -70,8 +70,12 @@ class SliceModel(ABC):
         return self.model_coords(np.asarray(boxes, dtype=float).reshape(-1, 2), slice_shape).reshape(-1, 4)
 
     @abstractmethod
+    def probabilities(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
+        """Decoder logits ``(N, C, 256, 256)`` to foreground probabilities ``(N, C, H, W)`` on the slice."""
+
     def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
         """Decoder logits ``(N, C, 256, 256)`` to foreground masks ``(N, C, H, W)`` (bool)."""
+        return self.probabilities(logits, slice_shape) > 0.5
 
     def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
         """A slice's ``(H, W)`` mask in the ``(S, S)`` input frame (nearest neighbour, zero padding): the training target."""
@@ -120,12 +124,19 @@ class SliceModel(ABC):
     @torch.inference_mode()
     def decode(self, embedding: torch.Tensor, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
         """Masks ``(N, H, W)`` bool for ``N`` boxes ``(x0, y0, x1, y1)`` on one slice's embedding ``(256, 64, 64)``."""
+        return self.postprocess(self._box_logits(embedding, boxes, slice_shape), slice_shape)[:, 0].cpu().numpy()
+
+    @torch.inference_mode()
+    def decode_probabilities(self, embedding: torch.Tensor, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        """Foreground probabilities ``(N, H, W)`` float32 for ``N`` boxes: ``decode`` before its 0.5 threshold."""
+        return self.probabilities(self._box_logits(embedding, boxes, slice_shape), slice_shape)[:, 0].float().cpu().numpy()
+
+    def _box_logits(self, embedding: torch.Tensor, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> torch.Tensor:
         boxes = self.model_boxes(boxes, slice_shape)
         if self.runtime_networks is not None and self.runtime_networks.box_decoder is not None:
-            logits = self.runtime_networks.decode_boxes(embedding, boxes)
-        else:
-            logits, _ = self.logits(embedding, boxes=torch.as_tensor(boxes, dtype=torch.float, device=self.device))
-        return self.postprocess(logits, slice_shape)[:, 0].cpu().numpy()
+            return self.runtime_networks.decode_boxes(embedding, boxes)
+        logits, _ = self.logits(embedding, boxes=torch.as_tensor(boxes, dtype=torch.float, device=self.device))
+        return logits
 
     @torch.inference_mode()
     def decode_points(self, embedding: torch.Tensor, points: np.ndarray, positive: np.ndarray,

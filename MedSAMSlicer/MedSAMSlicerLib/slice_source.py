@@ -1,9 +1,14 @@
-"""One normalised volume seen along one slicing axis: the slices a worker encodes and their cache keys."""
+"""One normalised volume seen along one slicing axis: the slices a worker encodes and their cache keys.
+
+With a ``window``, each slice is the window's crop of it (zoomed inference, ``crop_window``).
+"""
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
+from .crop_window import CropWindow
 from .embedding_cache import EmbeddingKey
 from .geometry import check_axis, plane_shape, slice_count, take_slice
 
@@ -14,6 +19,7 @@ class SliceSource:
     axis: int
     image_id: str
     preprocessing: str
+    window: Optional[CropWindow] = None
 
     def __post_init__(self):
         check_axis(self.axis)
@@ -24,10 +30,14 @@ class SliceSource:
 
     @property
     def plane_shape(self):
+        if self.window is not None:
+            return self.window.side, self.window.side
         return plane_shape(self.volume_u8.shape, self.axis)
 
     def slice(self, index: int) -> np.ndarray:
-        return take_slice(self.volume_u8, self.axis, index)
+        whole = take_slice(self.volume_u8, self.axis, index)
+        return whole if self.window is None else self.window.crop(whole)
 
     def key(self, index: int, model_id: str) -> EmbeddingKey:
-        return EmbeddingKey(self.image_id, self.axis, int(index), self.preprocessing, model_id)
+        region = "" if self.window is None else self.window.key
+        return EmbeddingKey(self.image_id, self.axis, int(index), self.preprocessing, model_id, region)
