@@ -90,3 +90,19 @@ def test_a_zoom_weight_of_zero_gives_exactly_the_published_masks(small_lesion, l
     with SegmentationSession(small_lesion.image, lite_model, IntensitySettings.preset("soft-tissue")) as session:
         published = session.segment_slices(plan)
         assert np.array_equal(session.segment_slices(plan, refinement=Refinement(zoom_weight=0.0)), published)
+
+
+def test_targets_sharing_slices_share_one_crop_per_slice(lite_model):
+    from MedSAMSlicerLib.prompts import PromptSet
+
+    phantom = make_phantom(size=(160, 160, 12), spacing=(0.5, 0.5, 2.5), radii_mm=(5.0, 5.0, 10.0))
+    first = recist_prompts(phantom, every=3).prompts
+    shifted = [type(p)(p.slice, tuple((x + 30, y) for x, y in p.long_axis), tuple((x + 30, y) for x, y in p.short_axis),
+                       label=2, name="second target") for p in first]  # a second target 15 mm beside the first
+    prompts = PromptSet(list(first) + shifted)
+    with SegmentationSession(phantom.image, lite_model, IntensitySettings.preset("soft-tissue")) as session:
+        results = session.segment(prompts, refinement=REFINED)
+        slices = sorted(set(results[1].slices) | set(results[2].slices))
+        crops = [key for key in session.cache._entries if key.region]
+        assert len(crops) == len(slices)  # one crop per slice, not one per target and slice
+    assert dice(phantom.truth, results[1].mask) > 0.8  # the shared, larger crop still segments the lesion

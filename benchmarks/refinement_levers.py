@@ -4,9 +4,10 @@
 
 COHORT_DIR holds images/, labels/ and labels.json as ``real_cohort.py`` and ``lesion_cohort.py``
 write them. For every target, RECIST markers are simulated from its truth every ``--every``
-slices (as ``evaluate --protocol recist-sparse`` does) and each case is segmented once per
-variant, each in a fresh session, so that each variant's seconds per slice (the case's time over
-its targets' slices) include its own encoder passes. Printed (and written with ``-o``): per target and on the mean, the box-fill
+slices (as ``evaluate --protocol recist-sparse`` does), all of a case's targets go in one prompt
+set as a user's file would hold them, and each case is segmented once per variant, each in a fresh
+session, so that each variant's seconds per slice (the case's time over the slices segmented)
+include its own encoder passes. Printed (and written with ``-o``): per target and on the mean, the box-fill
 baseline, DSC and NSD (2 mm) of each variant, and seconds per slice.
 """
 
@@ -28,6 +29,7 @@ from MedSAMSlicerLib.interpolation import interpolate_boxes  # noqa: E402
 from MedSAMSlicerLib.metrics import dice, normalized_surface_dice  # noqa: E402
 from MedSAMSlicerLib.model_registry import load_model  # noqa: E402
 from MedSAMSlicerLib.prompt_simulation import recist_from_truth  # noqa: E402
+from MedSAMSlicerLib.prompts import PromptSet  # noqa: E402
 from MedSAMSlicerLib.refinement import REFINED, Refinement  # noqa: E402
 from MedSAMSlicerLib.session import SegmentationSession  # noqa: E402
 
@@ -53,13 +55,14 @@ def measure(cohort: Path, window: str, every: int, model_id: str = "lite-medsam"
         targets = [int(v) for v in np.unique(labels.array) if v]
         prompts = {label: recist_from_truth(labels.array == label, every, 2, image.geometry.spacing[:2], label)
                    for label in targets}
+        together = PromptSet([prompt for label in targets for prompt in prompts[label].prompts])  # as a user's file
         scores = {label: {} for label in targets}
         for variant, refinement in VARIANTS.items():
             with SegmentationSession(image.array, model, intensity) as session:  # fresh: every variant encodes
                 started = time.perf_counter()
-                results = {label: session.segment(prompts[label], refinement=refinement)[label] for label in targets}
-                # the case's targets share slices' embeddings, so the time is the case's, per slice segmented
-                seconds = (time.perf_counter() - started) / sum(len(result.slices) for result in results.values())
+                results = session.segment(together, refinement=refinement)
+                # the case's targets share slices (and crops), so the time is the case's, per slice segmented
+                seconds = (time.perf_counter() - started) / len({i for r in results.values() for i in r.slices})
             for label, result in results.items():
                 truth = labels.array == label
                 scores[label][variant] = (dice(truth, result.mask),

@@ -7,15 +7,16 @@ where the target is several times larger, and averages the two foreground probab
 view alone wins on every slice: zoomed alone lost on most real targets measured, and the
 average beat both (``benchmarks/refinement_levers.py`` measures each variant; the README
 reports them, with the levers that were tried and dropped). A crop that would cover most of the
-slice adds nothing and is skipped. The cost is one more encoder pass per slice and target.
+slice adds nothing and is skipped. The cost is one more encoder pass per slice: targets that share
+a slice share its crop.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .crop_window import MIN_CROP_SIDE, ZOOM_FACTOR, crop_window
+from .crop_window import MIN_CROP_SIDE, ZOOM_FACTOR, CropWindow, crop_window
 from .geometry import plane_shape, slice_indexer
 from .interpolation import SliceBoxes
 
@@ -49,14 +50,31 @@ def refinement_for(mode: str) -> Optional[Refinement]:
     return REFINED if mode == "refined" else None
 
 
-def refine_target(session, plan: SliceBoxes, axis: int, options: Refinement = REFINED,
-                  decoded: Optional[Callable[[int], None]] = None) -> np.ndarray:
-    """The ``[k, j, i]`` mask of one target from its boxes per slice, each slice seen whole and zoomed in."""
-    shape = plane_shape(session.shape, axis)
+def zoom_windows(plans: Sequence[SliceBoxes], shape, options: Refinement = REFINED) -> Dict[int, Optional[CropWindow]]:
+    """One crop per slice around the boxes of every target on it (None: too large to gain scale).
+
+    Targets sharing a slice share its crop, so the refined mode costs one extra encoder pass per
+    slice however many targets lie on it.
+    """
+    boxes: Dict[int, List[np.ndarray]] = {}
+    for plan in plans:
+        for index, on_slice in plan.items():
+            boxes.setdefault(index, []).extend(on_slice)
     windows = {}
-    for index, boxes in plan.items():  # queue every crop first, so that the encoder never waits for the decoder
-        window = crop_window(np.asarray(boxes), shape, options.zoom_factor, options.min_crop_side)
+    for index, on_slice in boxes.items():
+        window = crop_window(np.asarray(on_slice), shape, options.zoom_factor, options.min_crop_side)
         windows[index] = None if window.side >= MAX_CROP_SHARE * max(shape) else window
+    return windows
+
+
+def refine_target(session, plan: SliceBoxes, axis: int, options: Refinement = REFINED,
+                  decoded: Optional[Callable[[int], None]] = None,
+                  windows: Optional[Dict[int, Optional[CropWindow]]] = None) -> np.ndarray:
+    """The ``[k, j, i]`` mask of one target from its boxes per slice, each slice seen whole and zoomed in
+    (``windows``: the crops, by default ``zoom_windows`` of this target alone)."""
+    if windows is None:
+        windows = zoom_windows([plan], plane_shape(session.shape, axis), options)
+    for index in plan:  # queue every crop first, so that the encoder never waits for the decoder
         if windows[index] is not None:
             session.prefetch([index], axis, window=windows[index])
     result = np.zeros(session.shape, dtype=bool)
@@ -69,4 +87,3 @@ def refine_target(session, plan: SliceBoxes, axis: int, options: Refinement = RE
         if decoded is not None:
             decoded(len(boxes))
     return result
-

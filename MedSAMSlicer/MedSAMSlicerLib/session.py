@@ -20,7 +20,7 @@ from .geometry import check_axis, plane_shape, slice_count, slice_indexer
 from .intensity import IntensitySettings, normalize_volume
 from .interpolation import SliceBoxes, interpolate_boxes
 from .prompts import PromptSet, clip_box
-from .refinement import Refinement, refine_target
+from .refinement import Refinement, refine_target, zoom_windows
 from .slice_model import SliceModel
 from .slice_source import SliceSource
 
@@ -126,9 +126,11 @@ class SegmentationSession:
             if progress is not None:
                 progress(done, total)
 
+        windows = None if refinement is None else zoom_windows(plans.values(), plane_shape(self.shape, axis), refinement)
         results: Dict[int, LabelMask] = {}
         for label, plan in plans.items():
-            results[label] = result = LabelMask(label, self.segment_slices(plan, axis, refinement, decoded), sorted(plan))
+            results[label] = result = LabelMask(label, self.segment_slices(plan, axis, refinement, decoded, windows),
+                                                sorted(plan))
             if propagate > 0:
                 self._propagate(result, axis, min(plan), -1, propagate)
                 self._propagate(result, axis, max(plan), +1, propagate)
@@ -136,11 +138,12 @@ class SegmentationSession:
         return results
 
     def segment_slices(self, plan: SliceBoxes, axis: int = 2, refinement: Optional[Refinement] = None,
-                       decoded: Optional[Callable[[int], None]] = None) -> np.ndarray:
+                       decoded: Optional[Callable[[int], None]] = None,
+                       windows: Optional[Dict[int, Optional[CropWindow]]] = None) -> np.ndarray:
         """The ``[k, j, i]`` mask of one target from its boxes per slice: the published steps, or with ``refinement``
-        the refined mode's."""
+        the refined mode's (``windows``: crops shared with other targets, see ``refinement.zoom_windows``)."""
         if refinement is not None:
-            return refine_target(self, plan, axis, refinement, decoded)
+            return refine_target(self, plan, axis, refinement, decoded, windows)
         futures = self.prefetch(sorted(plan), axis)
         mask = np.zeros(self.shape, dtype=bool)
         for index, boxes in plan.items():
