@@ -176,6 +176,8 @@ REFUSED_BEFORE_THE_MODEL = [
     ("unknown window", lambda w: segment(w, "--window", "wide"), "window 'wide' is not one of"),
     ("negative window width", lambda w: segment(w, "--window=-400,40"), "window width must be a positive number"),
     ("negative --propagate", lambda w: segment(w, "--propagate", "-1"), "--propagate must be 0 or more"),
+    ("int8 in the published mode", lambda w: segment(w, "--mode", "published", "--precision", "int8"),
+     r"--precision int8 cannot be used with --mode published, which is the published fp32 steps"),
 ]
 
 

@@ -16,6 +16,7 @@ status 1 and one line (MEDSAM_SLICER_TRACEBACK=1 shows where it happened).
 
 import argparse
 import os
+import shutil
 import sys
 import traceback
 import warnings
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     from .inference_runtime import RUNTIMES
     from .intensity import CT_PRESETS
     from .model_registry import DEFAULT_MODEL, MODELS
+    from .quantization import PRECISIONS
     from .refinement import DEFAULT_MODE, MODES
 
     parser = argparse.ArgumentParser(prog="medsam-slicer", description=__doc__.split("\n\n")[0])
@@ -56,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
                          help="refined (default: zoomed inference, better on real scans) or published (exactly the "
                               "published MedSAM steps); see the README")
+    segment.add_argument("--precision", default="auto", choices=PRECISIONS,
+                         help="the image encoder's arithmetic on the CPU: fp32, int8 (OpenVINO + NNCF; faster, masks "
+                              "change slightly, never with --mode published), or auto (default: int8 only for weights "
+                              "whose accuracy gate passed, else fp32)")
     segment.add_argument("--cache-dir", help="keep image embeddings here, to reuse across runs")
     segment.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -74,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--protocol", action="append", choices=PROTOCOLS, help="prompt protocol (repeatable; default box-each)")
     evaluate.add_argument("--mode", action="append", choices=MODES,
                           help=f"pipeline mode to score (repeat to compare; default {DEFAULT_MODE})")
+    evaluate.add_argument("--precision", default="auto", choices=PRECISIONS,
+                          help="as for segment (auto and int8 need every --mode to be refined)")
     evaluate.add_argument("--every", type=int, default=5, help="recist-sparse: markers every K slices (default 5)")
     evaluate.add_argument("--jitter", type=int, default=0, help="box protocols: move box sides by up to N px (default 0)")
     evaluate.add_argument("--clicks", type=int, default=5, help="iterative-points: clicks per slice (default 5)")
@@ -139,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
     batch.add_argument("--propagate", type=int, default=0, metavar="N", help="as for segment (default 0)")
     batch.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help=f"as for segment (default {DEFAULT_MODE})")
+    batch.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for segment (default auto)")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bench = commands.add_parser("bench", help="time the engine against the naive published pipeline, side by side")
@@ -158,25 +167,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _segment(args) -> None:
-    from tqdm import tqdm
-
     from .embedding_cache import EmbeddingCache
     from .file_segmentation import read_case, segment_case
     from .image_io import check_output_path
     from .model_registry import load_model
     from .output_files import check_output_folder
+    from .quantization import check_precision
 
     if args.propagate < 0:
         raise PromptError(f"--propagate must be 0 or more, got {args.propagate}")
     # everything that can be refused is refused before the model loads
+    check_precision(args.precision, args.mode)
     case = read_case(args.image, args.prompts, args.window, args.axis)
     inputs = [path for path in (args.image, args.prompts, args.checkpoint) if path is not None]
     output = check_output_path(args.output, inputs, case.prompts.labels)
     if args.cache_dir is not None:
         check_output_folder(args.cache_dir, inputs, "--cache-dir")
     cache = EmbeddingCache(directory=args.cache_dir)
-    model = load_model(args.model, args.checkpoint, args.device, args.runtime)
-    with tqdm(desc="segmenting slices", unit="box", disable=args.quiet, file=sys.stderr, leave=False) as bar:
+    model = load_model(args.model, args.checkpoint, args.device, args.runtime, args.precision, args.mode)
+    with _progress_bar(desc="segmenting slices", unit="box", disable=args.quiet) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
@@ -185,8 +194,8 @@ def _segment(args) -> None:
     for target in result.targets:
         print(f"label {target.label}: {target.slices} slices, {target.volume_ml:.2f} mL, "
               f"longest diameter {target.longest_diameter_mm:.1f} mm (slice {target.diameter_slice})")
-    print(f"wrote {output} ({args.model}, {args.mode} mode, {result.intensity}, {model.device}/{model.runtime}, "
-          f"{result.seconds:.1f} s)")
+    print(f"wrote {output} ({args.model}, {args.mode} mode, {result.intensity}, "
+          f"{model.device}/{model.runtime}/{model.precision}, {result.seconds:.1f} s)")
 
 
 def _sample(args) -> None:
@@ -214,7 +223,7 @@ def _evaluate(args) -> None:
 
     options = EvaluationOptions(args.protocol or ["box-each"], args.window, args.axis, args.every, args.jitter,
                                 args.clicks, args.tolerance, args.device, args.runtime, args.corrections,
-                                args.target_dsc, args.mode or [DEFAULT_MODE])
+                                args.target_dsc, args.mode or [DEFAULT_MODE], args.precision)
     pairs = paired_images(args.images, args.labels)
     check_output_folder(args.output, [path for pair in pairs for path in pair])
     cases = [EvaluationCase(image.name, loader(image, label)) for image, label in pairs]
@@ -254,8 +263,6 @@ def _train(args) -> None:
 
 
 def _batch(args) -> None:
-    from tqdm import tqdm
-
     from .cohort_segmentation import cases_from_csv, cases_from_folders, parse_shard, segment_cohort
     from .distributed import Distributed
     from .model_registry import load_model
@@ -268,8 +275,8 @@ def _batch(args) -> None:
     check_output_folder(args.output, inputs)
     place = Distributed.from_environment()
     shard = parse_shard(args.shard, place.rank, place.world)
-    model = load_model(args.model, args.checkpoint, place.device(args.device), args.runtime)
-    with tqdm(unit="case", disable=args.quiet, file=sys.stderr, leave=False) as bar:
+    model = load_model(args.model, args.checkpoint, place.device(args.device), args.runtime, args.precision, args.mode)
+    with _progress_bar(unit="case", disable=args.quiet) as bar:
         def progress(stage: str, done: int, total: int) -> None:
             bar.set_description(stage)
             bar.total = total
@@ -303,8 +310,6 @@ def _bench(args) -> None:
 def _stage_bars(quiet: bool):
     """A ``progress(stage, done, total)`` callback drawing one progress bar per stage; every bar is closed on the
     way out, so an error is printed on a line of its own."""
-    from tqdm import tqdm
-
     bars = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -312,7 +317,7 @@ def _stage_bars(quiet: bool):
             return
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(desc=stage, total=total, file=sys.stderr, leave=False)
+            bar = bars[stage] = _progress_bar(desc=stage, total=total)
         bar.update(done - bar.n)
         if done >= total:
             bars.pop(stage).close()
@@ -364,9 +369,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+_bars_shown = False  # whether a progress bar has been drawn on stderr by this process
+
+
+def _progress_bar(**options):
+    """A progress bar on stderr that leaves nothing behind when it closes."""
+    from tqdm import tqdm
+
+    global _bars_shown
+    _bars_shown = _bars_shown or not options.get("disable", False)
+    return tqdm(file=sys.stderr, leave=False, **options)
+
+
 def _fail(message: str, status: int, hint: str = "") -> int:
-    """One line on stderr, whatever the message holds."""
+    """One line on stderr, whatever the message holds, on a line of its own.
+
+    A bar interrupted while it was being drawn is never closed, so its text may still be on the
+    line: it is blanked first, as tqdm blanks a closed bar.
+    """
     line = " ".join(message.split())
+    if _bars_shown:
+        sys.stderr.write("\r" + " " * (shutil.get_terminal_size().columns - 1) + "\r")
     print(f"medsam-slicer: error: {line}" + (f" ({hint})" if hint else ""), file=sys.stderr)
     return status
 

@@ -53,6 +53,7 @@ class EvaluationOptions:
     corrections: int = 0  # recist-sparse: simulated corrections of the worst slice (the annotation study); 0 = off
     target_dsc: float = 0.90
     modes: Sequence[str] = (DEFAULT_MODE,)  # each model is scored in each mode (refinement.MODES)
+    precision: str = "fp32"  # the encoder's (quantization.PRECISIONS); int8 only when every mode is refined
 
     def check(self) -> None:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
@@ -82,7 +83,8 @@ def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], outp
     curves: List[CurveRow] = []
     overlaid = set()
     for model_id, checkpoint in choices:
-        model = load_model(model_id, checkpoint, options.device, options.runtime)
+        model = load_model(model_id, checkpoint, options.device, options.runtime, options.precision,
+                           "published" if "published" in options.modes else "refined")
         model_tag = model_id if checkpoint is None else f"{model_id}={Path(checkpoint).name}"
         for number, case in enumerate(cases, start=1):
             data = case.load()

@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ EXPORT_BUDGET_BYTES = 2 * 1024 ** 3
 #: a ``.partial-`` export this old was left by a killed export; a younger one may be another process's, still running
 PARTIAL_EXPORT_MAX_AGE_S = 3600
 _MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+#: what an export is made of: ONNX files, and the OpenVINO model and weights of an int8 encoder
+EXPORT_SUFFIXES = (".onnx", ".xml", ".bin")
 
 
 def installed_runtimes() -> List[str]:
@@ -88,7 +90,7 @@ def trim_exports(folder: Path, budget: int, keep: Sequence[Path] = ()) -> List[P
                 partial.unlink()
                 deleted.append(partial)
     kept = {Path(path).resolve() for path in keep}
-    exports = sorted((path for path in folder.glob("*.onnx") if not path.name.startswith(".")),
+    exports = sorted((path for path in folder.iterdir() if path.suffix in EXPORT_SUFFIXES and not path.name.startswith(".")),
                      key=lambda path: path.stat().st_mtime)
     total = sum(path.stat().st_size for path in exports)
     for path in exports:
@@ -144,8 +146,11 @@ class RuntimeNetworks:
     ``box_decoder`` is set to None while the decoder is being trained (its exported copy would be stale).
     """
 
-    def __init__(self, name: str, encoder: CompiledNetwork, box_decoder: Optional[CompiledNetwork]):
+    def __init__(self, name: str, encoder: CompiledNetwork, box_decoder: Optional[CompiledNetwork],
+                 precision: str = "fp32"):
         self.name, self._encoder, self.box_decoder = name, encoder, box_decoder
+        #: the encoder's arithmetic: ``fp32``, or ``int8`` (``quantization``; its embeddings are cached apart)
+        self.precision = precision
 
     def encode(self, batch: np.ndarray) -> torch.Tensor:
         """Embeddings ``(B, 256, 64, 64)`` float32 for prepared inputs ``(B, 3, S, S)``, one slice per call."""
@@ -178,8 +183,13 @@ def compiled_export(runtime: str, module: nn.Module, examples: Sequence[torch.Te
 
 def compile_networks(image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module,
                      input_size: int, weights_id: str, choice: str = "auto",
-                     folder: Optional[Path] = None) -> Optional[RuntimeNetworks]:
-    """The model's networks under ``choice`` (``auto``: the best installed runtime); None means PyTorch runs them."""
+                     folder: Optional[Path] = None, int8_calibration: Optional[Callable] = None
+                     ) -> Optional[RuntimeNetworks]:
+    """The model's networks under ``choice`` (``auto``: the best installed runtime); None means PyTorch runs them.
+
+    With ``int8_calibration`` (the model's ``prepare``, which turns calibration slices into inputs) the
+    encoder is the int8 one (``quantization``); the caller has checked that OpenVINO and NNCF are here.
+    """
     runtime = choose_runtime(choice)
     if runtime is None:
         return None
@@ -193,8 +203,14 @@ def compile_networks(image_encoder: nn.Module, prompt_encoder: nn.Module, mask_d
         decoder = compiled_export(runtime, BoxDecoder(prompt_encoder, mask_decoder),
                                   [torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
                                   ["embedding", "box"], decoder_path)
-        trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=(encoder_path, decoder_path))
-        return RuntimeNetworks(runtime, encoder, decoder)
+        kept = [encoder_path, decoder_path]
+        if int8_calibration is not None:
+            from .quantization import quantized_encoder
+            int8_path = quantized_encoder(encoder_path, int8_calibration)
+            encoder = CompiledNetwork(runtime, int8_path, ["image"])
+            kept += [int8_path, int8_path.with_suffix(".bin")]
+        trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=kept)
+        return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8_calibration is not None else "fp32")
     except Exception as error:  # an export or runtime failure must never stop segmentation: PyTorch still works
         warnings.warn(f"networks under {runtime} failed ({error.__class__.__name__}: {str(error)[:200]}); "
                       "running them in PyTorch", RuntimeWarning)

@@ -90,17 +90,24 @@ def build_network(spec: ModelSpec):
 
 
 def load_model(model_id: str = DEFAULT_MODEL, checkpoint: Optional[Union[str, Path]] = None,
-               device: str = "auto", runtime: str = "auto") -> "SliceModel":
+               device: str = "auto", runtime: str = "auto", precision: str = "fp32",
+               mode: str = "refined") -> "SliceModel":
     """Build ``model_id`` on ``device`` with the weights from ``checkpoint`` (or the embedded ones).
 
     On the CPU the image encoder and the box decoder run under ``runtime`` (``inference_runtime.RUNTIMES``;
-    ``auto`` takes an installed optimised runtime, else PyTorch).
+    ``auto`` takes an installed optimised runtime, else PyTorch), the encoder in ``precision``
+    (``quantization.PRECISIONS``; ``auto`` and ``int8`` depend on the pipeline ``mode`` the model serves).
     """
     model = _build_slice_model(model_id, checkpoint, device)
     if model.device.type == "cpu":
-        from .inference_runtime import compile_networks
+        from .inference_runtime import choose_runtime, compile_networks
+        from .quantization import choose_precision
+        int8 = choose_precision(precision, model.fingerprint, mode, choose_runtime(runtime)) == "int8"
         model.runtime_networks = compile_networks(model.image_encoder, model.prompt_encoder, model.mask_decoder,
-                                                  model.input_size, model.cache_id, runtime)
+                                                  model.input_size, model.cache_id, runtime,
+                                                  int8_calibration=model.prepare if int8 else None)
+    elif precision == "int8":
+        warnings.warn(f"int8 runs on the CPU only; the encoder runs on {model.device} as before", RuntimeWarning)
     return model
 
 

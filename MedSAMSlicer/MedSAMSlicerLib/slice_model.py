@@ -50,8 +50,15 @@ class SliceModel(ABC):
         return self.runtime_networks.name if self.runtime_networks is not None else "torch"
 
     @property
+    def precision(self) -> str:
+        """The encoder's arithmetic: ``fp32``, or ``int8`` under an optimised runtime (``quantization``)."""
+        return self.runtime_networks.precision if self.runtime_networks is not None else "fp32"
+
+    @property
     def cache_id(self) -> str:
-        return f"{self.model_id}@{self.fingerprint[:16]}"
+        """Names these weights and this encoder in embedding cache keys (int8 embeddings are not fp32 ones)."""
+        suffix = "" if self.precision == "fp32" else f"+{self.precision}"
+        return f"{self.model_id}@{self.fingerprint[:16]}{suffix}"
 
     @abstractmethod
     def prepare(self, slice_u8: np.ndarray) -> np.ndarray:

@@ -1,0 +1,66 @@
+"""The int8 encoder: when it is used, what falls back to fp32 and says so, and that its embeddings are cached apart."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from MedSAMSlicerLib import quantization
+from MedSAMSlicerLib.errors import SettingsError
+from MedSAMSlicerLib.intensity import IntensitySettings
+from MedSAMSlicerLib.metrics import dice
+from MedSAMSlicerLib.model_registry import LITE_MEDSAM_SHA256, load_model
+from MedSAMSlicerLib.quantization import choose_precision
+from MedSAMSlicerLib.refinement import REFINED
+from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.session import SegmentationSession
+
+
+def test_auto_is_fp32_unless_the_weights_passed_the_gate_and_never_in_the_published_mode(monkeypatch):
+    assert choose_precision("auto", LITE_MEDSAM_SHA256, "refined", "openvino") == "fp32"  # the gate failed (README)
+    monkeypatch.setattr(quantization, "INT8_GATE_PASSED", frozenset({LITE_MEDSAM_SHA256}))
+    assert choose_precision("auto", LITE_MEDSAM_SHA256, "refined", "openvino") == "int8"
+    assert choose_precision("auto", LITE_MEDSAM_SHA256, "published", "openvino") == "fp32"
+    assert choose_precision("auto", "another checkpoint", "refined", "openvino") == "fp32"
+    assert choose_precision("fp32", LITE_MEDSAM_SHA256, "refined", "openvino") == "fp32"
+
+
+def test_int8_with_the_published_mode_or_an_unknown_precision_is_refused():
+    with pytest.raises(SettingsError, match="--precision int8 cannot be used with --mode published"):
+        choose_precision("int8", LITE_MEDSAM_SHA256, "published", "openvino")
+    with pytest.raises(SettingsError, match="precision 'int4' is not one of auto, fp32, int8"):
+        choose_precision("int4", LITE_MEDSAM_SHA256, "refined", "openvino")
+
+
+def test_int8_asked_for_where_it_cannot_run_falls_back_to_fp32_with_one_line(monkeypatch):
+    with pytest.warns(RuntimeWarning, match="int8 runs under OpenVINO only; running the encoder in fp32"):
+        assert choose_precision("int8", LITE_MEDSAM_SHA256, "refined", "onnxruntime") == "fp32"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real_find_spec(name, *a))
+    with pytest.warns(RuntimeWarning, match=r"int8 needs nncf \(pip install medsam-slicer\[fast\]\)"):
+        assert choose_precision("int8", LITE_MEDSAM_SHA256, "refined", "openvino") == "fp32"
+
+
+def test_the_calibration_set_is_real_ct_and_mr_slices_as_the_encoder_sees_them():
+    with np.load(quantization.CALIBRATION_FILE) as stored:
+        names = sorted(stored.files)
+        assert all(stored[name].dtype == np.uint8 and stored[name].ndim == 2 for name in names)
+    assert sum(name.startswith("mr_") for name in names) >= 12 and sum(name.startswith("ct_") for name in names) >= 3
+    assert any(name.endswith("_crop") for name in names)  # the refined mode's zoomed crops too
+
+
+@pytest.mark.skipif(quantization.int8_unavailable() is not None, reason="OpenVINO and NNCF are not installed")
+def test_the_int8_encoder_is_cached_keyed_apart_and_close_to_fp32(lite_model, export_cache):
+    model = load_model("lite-medsam", device="cpu", runtime="openvino", precision="int8")
+    assert model.precision == "int8" and model.cache_id == lite_model.cache_id + "+int8"
+    exports = sorted(path.name for path in (export_cache / "onnx").glob("*int8*"))
+    assert len(exports) == 2 and exports[0].endswith(".bin") and exports[1].endswith(".xml")  # keyed by calibration
+    assert quantization.calibration_id() in exports[1]
+    phantom = make_phantom(size=(96, 80, 16), spacing=(0.8, 0.9, 2.5), radii_mm=(12.0, 10.0, 15.0))
+    prompts = recist_prompts(phantom, every=5)
+    masks = {}
+    for name, used in (("fp32", lite_model), ("int8", model)):
+        with SegmentationSession(phantom.image, used, IntensitySettings.preset("soft-tissue")) as session:
+            masks[name] = session.segment(prompts, refinement=REFINED)[1].mask
+            assert all(key.model == used.cache_id for key in session.cache._entries)
+    assert dice(masks["fp32"], masks["int8"]) > 0.95 and dice(phantom.truth, masks["int8"]) > 0.9
