@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from MedSAMSlicerLib.prompt_simulation import (PointPrompt, bounding_box, components, farthest_from_boundary,
-                                               next_iterative_point, recist_axes, recist_from_truth, simulate)
+                                               next_iterative_point, recist_axes, recist_from_labels, recist_from_truth,
+                                               simulate)
 from MedSAMSlicerLib.sample_data import make_phantom
 
 
@@ -103,3 +104,14 @@ def test_recist_every_k_slices_from_a_phantoms_truth():
     assert long_mm == pytest.approx(2 * 8.0, abs=2.0)
     with pytest.raises(ValueError, match="1 or more"):
         recist_from_truth(phantom.truth, every=0)
+
+
+def test_recist_for_every_label_of_a_label_volume_in_one_prompt_set():
+    phantom = make_phantom(size=(64, 56, 24), spacing=(0.8, 0.9, 2.5), radii_mm=(8.0, 7.5, 20.0))
+    labels = phantom.truth.astype(np.uint8) * 3
+    labels[:9][phantom.truth[:9]] = 7  # the lesion's first slices are a second target
+    prompts = recist_from_labels(labels, every=5, spacing_xy=(0.8, 0.9))
+    assert prompts.labels == [3, 7] and prompts.axis == 2
+    for label in (3, 7):
+        alone = recist_from_truth(labels == label, 5, 2, (0.8, 0.9), label).prompts
+        assert [p for p in prompts.prompts if p.label == label] == alone

@@ -23,8 +23,7 @@ from MedSAMSlicerLib.image_io import paired_images, read_image, read_label_image
 from MedSAMSlicerLib.intensity import IntensitySettings  # noqa: E402
 from MedSAMSlicerLib.metrics import dice, iou  # noqa: E402
 from MedSAMSlicerLib.model_registry import load_model  # noqa: E402
-from MedSAMSlicerLib.prompt_simulation import recist_from_truth  # noqa: E402
-from MedSAMSlicerLib.prompts import PromptSet  # noqa: E402
+from MedSAMSlicerLib.prompt_simulation import recist_from_labels  # noqa: E402
 from MedSAMSlicerLib.refinement import REFINED  # noqa: E402
 from MedSAMSlicerLib.session import SegmentationSession  # noqa: E402
 
@@ -41,9 +40,8 @@ def measure(cohorts, every: int):
         for image_path, label_path in paired_images(Path(cohort) / "images", Path(cohort) / "labels"):
             image, labels = read_image(image_path), read_label_image(label_path)
             intensity = IntensitySettings.parse("auto", image.array, image.modality)
-            targets = [int(v) for v in np.unique(labels.array) if v]
-            prompts = PromptSet([p for label in targets for p in recist_from_truth(
-                labels.array == label, every, 2, image.geometry.spacing[:2], label).prompts])
+            prompts = recist_from_labels(labels.array, every, 2, image.geometry.spacing[:2])
+            targets = prompts.labels
             masks = {}
             for precision, model in models.items():
                 with SegmentationSession(image.array, model, intensity) as session:

@@ -12,7 +12,6 @@ baseline, DSC and NSD (2 mm) of each variant, and seconds per slice.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,15 +20,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMSlicer"))
 
-from MedSAMSlicerLib.evaluation import fill_boxes  # noqa: E402
-from MedSAMSlicerLib.geometry import slice_indexer  # noqa: E402
+from MedSAMSlicerLib.evaluation import fill_plan  # noqa: E402
 from MedSAMSlicerLib.image_io import paired_images, read_image, read_label_image  # noqa: E402
 from MedSAMSlicerLib.intensity import IntensitySettings  # noqa: E402
+from MedSAMSlicerLib.json_file import read_json  # noqa: E402
 from MedSAMSlicerLib.interpolation import interpolate_boxes  # noqa: E402
 from MedSAMSlicerLib.metrics import dice, normalized_surface_dice  # noqa: E402
 from MedSAMSlicerLib.model_registry import load_model  # noqa: E402
-from MedSAMSlicerLib.prompt_simulation import recist_from_truth  # noqa: E402
-from MedSAMSlicerLib.prompts import PromptSet  # noqa: E402
+from MedSAMSlicerLib.prompt_simulation import recist_from_labels  # noqa: E402
 from MedSAMSlicerLib.refinement import REFINED, Refinement  # noqa: E402
 from MedSAMSlicerLib.session import SegmentationSession  # noqa: E402
 
@@ -46,21 +44,19 @@ TOLERANCE_MM = 2.0
 def measure(cohort: Path, window: str, every: int, model_id: str = "lite-medsam"):
     """Rows ``(case, target, slices, box fill (dsc, nsd), {variant: (dsc, nsd, seconds per slice)})``."""
     model = load_model(model_id, None, "cpu", "auto")
-    names = json.loads((cohort / "labels.json").read_text(encoding="utf-8")) if (cohort / "labels.json").is_file() else {}
+    names = read_json(cohort / "labels.json", "labels map") if (cohort / "labels.json").is_file() else {}
     rows = []
     for image_path, label_path in paired_images(cohort / "images", cohort / "labels"):
         image, labels = read_image(image_path), read_label_image(label_path)
         spacing_kji = tuple(reversed(image.geometry.spacing))
         intensity = IntensitySettings.parse(window, image.array, image.modality)
-        targets = [int(v) for v in np.unique(labels.array) if v]
-        prompts = {label: recist_from_truth(labels.array == label, every, 2, image.geometry.spacing[:2], label)
-                   for label in targets}
-        together = PromptSet([prompt for label in targets for prompt in prompts[label].prompts])  # as a user's file
+        prompts = recist_from_labels(labels.array, every, 2, image.geometry.spacing[:2])
+        targets = prompts.labels
         scores = {label: {} for label in targets}
         for variant, refinement in VARIANTS.items():
             with SegmentationSession(image.array, model, intensity) as session:  # fresh: every variant encodes
                 started = time.perf_counter()
-                results = session.segment(together, refinement=refinement)
+                results = session.segment(prompts, refinement=refinement)
                 # the case's targets share slices (and crops), so the time is the case's, per slice segmented
                 seconds = (time.perf_counter() - started) / len({i for r in results.values() for i in r.slices})
             for label, result in results.items():
@@ -68,12 +64,11 @@ def measure(cohort: Path, window: str, every: int, model_id: str = "lite-medsam"
                 scores[label][variant] = (dice(truth, result.mask),
                                           normalized_surface_dice(truth, result.mask, TOLERANCE_MM, spacing_kji),
                                           seconds)
+        key_boxes = prompts.key_boxes(labels.array.shape)
         for label in targets:
             truth = labels.array == label
-            plan = interpolate_boxes(prompts[label].key_boxes(truth.shape)[label])
-            fill = np.zeros(truth.shape, dtype=bool)
-            for index, boxes in plan.items():
-                fill[slice_indexer(2, index)] = fill_boxes(truth.shape[1:], boxes)
+            plan = interpolate_boxes(key_boxes[label])
+            fill = fill_plan(truth.shape, plan)
             rows.append((image_path.name.split(".")[0], names.get(str(label), f"label {label}"), len(plan),
                          (dice(truth, fill), normalized_surface_dice(truth, fill, TOLERANCE_MM, spacing_kji)),
                          scores[label]))

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .geometry import array_dim, in_plane_axes, occupied_slices, slice_indexer, take_slice
+from .geometry import array_dim, in_plane_axes, occupied_slices, plane_shape, slice_indexer, take_slice
 from .interpolation import interpolate_boxes
 from .metrics import dice, iou, normalized_surface_dice
 from .prompt_simulation import PointPrompt, next_iterative_point, recist_from_truth, simulate
@@ -57,6 +57,14 @@ def fill_boxes(shape, boxes: Sequence[np.ndarray]) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     for x0, y0, x1, y1 in boxes:
         mask[int(np.ceil(y0)):int(np.floor(y1)) + 1, int(np.ceil(x0)):int(np.floor(x1)) + 1] = True
+    return mask
+
+
+def fill_plan(shape_kji: Sequence[int], plan: Dict[int, Sequence[np.ndarray]], axis: int = 2) -> np.ndarray:
+    """The ``[k, j, i]`` box-fill baseline: every slice's boxes of ``plan`` filled (``fill_boxes``)."""
+    mask = np.zeros(shape_kji, dtype=bool)
+    for index, boxes in plan.items():
+        mask[slice_indexer(axis, index)] = fill_boxes(plane_shape(shape_kji, axis), boxes)
     return mask
 
 
@@ -121,9 +129,7 @@ def evaluate_target(session: SegmentationSession, truth_kji: np.ndarray, spacing
             prediction[slice_indexer(axis, index)] = mask
     box_fill_dsc = box_fill_nsd = float("nan")
     if protocol not in POINT_PROTOCOLS:
-        box_fill = np.zeros(truth.shape, dtype=bool)
-        for index, boxes in plans.items():
-            box_fill[slice_indexer(axis, index)] = fill_boxes(take_slice(truth, axis, index).shape, boxes)
+        box_fill = fill_plan(truth.shape, plans, axis)
         box_fill_dsc = dice(truth, box_fill)
         box_fill_nsd = normalized_surface_dice(truth, box_fill, tolerance_mm, spacing_kji)
     result = TargetResult(label, protocol, dice(truth, prediction), iou(truth, prediction),

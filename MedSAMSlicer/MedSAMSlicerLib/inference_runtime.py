@@ -198,17 +198,18 @@ def compile_networks(image_encoder: nn.Module, prompt_encoder: nn.Module, mask_d
     encoder_path = stem.with_name(stem.name + "-encoder.onnx")
     decoder_path = stem.with_name(stem.name + "-box-decoder.onnx")
     try:
-        encoder = compiled_export(runtime, image_encoder, [torch.zeros(1, 3, input_size, input_size)], ["image"],
-                                  encoder_path)
+        image = [torch.zeros(1, 3, input_size, input_size)]
+        kept = [encoder_path, decoder_path]
+        if int8_calibration is None:
+            encoder = compiled_export(runtime, image_encoder, image, ["image"], encoder_path)
+        else:  # the fp32 export is only what is quantized: it is never compiled
+            from .quantization import quantized_encoder
+            int8_path = quantized_encoder(export_onnx(image_encoder, image, ["image"], encoder_path), int8_calibration)
+            encoder = CompiledNetwork(runtime, int8_path, ["image"])
+            kept += [int8_path, int8_path.with_suffix(".bin")]
         decoder = compiled_export(runtime, BoxDecoder(prompt_encoder, mask_decoder),
                                   [torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
                                   ["embedding", "box"], decoder_path)
-        kept = [encoder_path, decoder_path]
-        if int8_calibration is not None:
-            from .quantization import quantized_encoder
-            int8_path = quantized_encoder(encoder_path, int8_calibration)
-            encoder = CompiledNetwork(runtime, int8_path, ["image"])
-            kept += [int8_path, int8_path.with_suffix(".bin")]
         trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=kept)
         return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8_calibration is not None else "fp32")
     except Exception as error:  # an export or runtime failure must never stop segmentation: PyTorch still works

@@ -158,3 +158,10 @@ def recist_from_truth(truth_kji: np.ndarray, every: int, axis: int = 2,
             long_axis = ((x - 0.5, y), (x + 0.5, y))
         prompts.append(RecistPrompt(index, long_axis, short_axis, label, f"RECIST from truth on slice {index}"))
     return PromptSet(prompts, axis)
+
+
+def recist_from_labels(labels_kji: np.ndarray, every: int, axis: int = 2,
+                       spacing_xy: Tuple[float, float] = (1.0, 1.0)) -> PromptSet:
+    """``recist_from_truth`` for every non-zero label of a label volume, in one prompt set as a user's file holds them."""
+    return PromptSet([prompt for label in (int(v) for v in np.unique(labels_kji) if v != 0)
+                      for prompt in recist_from_truth(labels_kji == label, every, axis, spacing_xy, label).prompts], axis)

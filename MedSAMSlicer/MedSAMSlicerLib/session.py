@@ -8,7 +8,7 @@ one session per (volume, model, intensity settings); the command line uses one p
 
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ class SegmentationSession:
         self.cache = worker.cache if worker is not None else (cache if cache is not None else EmbeddingCache())
         self._owns_worker = worker is None
         self.worker = worker if worker is not None else EmbeddingWorker(model, self.cache)
-        self._sources: Dict[int, SliceSource] = {}
+        self._sources: Dict[Tuple[int, Optional[CropWindow]], SliceSource] = {}
 
     def source(self, axis: int, window: Optional[CropWindow] = None) -> SliceSource:
         """The slices along ``axis`` (or their ``window`` crops) as the worker encodes them."""
@@ -112,7 +112,7 @@ class SegmentationSession:
                 refinement: Optional[Refinement] = None) -> Dict[int, LabelMask]:
         """Segment every target of ``prompts`` across its annotated range (and ``propagate`` slices beyond it).
 
-        Without ``refinement`` these are exactly the published steps; with it, the refined mode's (``refinement``).
+        Without ``refinement`` these are exactly the published steps; with it, the refined mode's (see ``refinement``).
         """
         axis = prompts.axis
         plans = {label: interpolate_boxes(boxes) for label, boxes in prompts.key_boxes(self.shape).items()}
