@@ -12,11 +12,11 @@ from MedSAMSlicerLib import inference_runtime
 from MedSAMSlicerLib.errors import SettingsError
 from MedSAMSlicerLib.inference_runtime import compile_networks, installed_runtimes, trim_exports
 from MedSAMSlicerLib.metrics import iou
+from MedSAMSlicerLib.model_registry import load_model
 
 
 def compiled(model, choice, folder):
-    return compile_networks(model.image_encoder, model.prompt_encoder, model.mask_decoder, model.input_size,
-                            model.cache_id, choice, folder)
+    return compile_networks(model, choice, folder)
 
 
 def prepared_slice(model):
@@ -49,6 +49,27 @@ def test_runtime_outputs_equal_pytorch(lite_model, name, tmp_path):
         assert iou(ours.numpy(), theirs.numpy()) >= 0.999
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2  # exported once, kept for the next load
 
+
+
+def test_a_model_served_by_cached_exports_is_never_built_in_pytorch(lite_model, export_cache):
+    """The start-up saving: with both exports cached, loading reads no weights and builds no network."""
+    if lite_model.runtime_networks is None:
+        pytest.skip("no optimised runtime is installed")
+    assert lite_model.network_loaded  # the session's first load exported the networks from it
+    model = load_model("lite-medsam", device="cpu")  # the same export cache (the session's)
+    assert model.runtime == lite_model.runtime and not model.network_loaded
+    if model.runtime == "openvino":  # OpenVINO's compiled networks are cached beside the exports
+        assert len(list((export_cache / "onnx").glob("*.blob"))) >= 2
+    batch = prepared_slice(model)
+    embedding = model.encode(batch)[0]
+    assert float((embedding - lite_model.encode(batch)[0]).abs().max()) == 0.0
+    box = np.array([[40.0, 30.0, 90.0, 60.0]])
+    mask = model.decode(embedding, box, (90, 120))
+    assert np.array_equal(mask, lite_model.decode(embedding, box, (90, 120))) and mask.sum() > 500
+    assert not model.network_loaded
+    click = embedding, np.array([[60.0, 45.0]]), np.array([1]), (90, 120)
+    masks, _ = model.decode_points(*click)  # clicks run in PyTorch: the network is built now, with the same weights
+    assert model.network_loaded and np.array_equal(masks, lite_model.decode_points(*click)[0])
 
 def test_the_default_is_the_best_installed_runtime_else_pytorch(lite_model, monkeypatch, tmp_path):
     assert lite_model.runtime == (installed_runtimes() or ["torch"])[0]

@@ -88,11 +88,17 @@ def _allowed_global(name: str) -> bool:
     return name in _get_allowed_globals()
 
 
-def read_state_dict(path: Union[str, Path]) -> StateDict:
-    """Read the model weights from ``path`` without executing any pickled code."""
+def existing_checkpoint(path: Union[str, Path]) -> Path:
+    """``path`` as a ``Path``, or the error a missing checkpoint file gets."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def read_state_dict(path: Union[str, Path]) -> StateDict:
+    """Read the model weights from ``path`` without executing any pickled code."""
+    path = existing_checkpoint(path)
     try:
         with warnings.catch_warnings():  # torch's advice to report other protocols as a bug: the error below says more
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)

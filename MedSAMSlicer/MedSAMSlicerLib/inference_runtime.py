@@ -17,11 +17,14 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .slice_model import SliceModel
 
 #: ``auto`` takes the first installed of OpenVINO and ONNX Runtime, else PyTorch
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
@@ -30,8 +33,9 @@ EXPORT_BUDGET_BYTES = 2 * 1024 ** 3
 #: a ``.partial-`` export this old was left by a killed export; a younger one may be another process's, still running
 PARTIAL_EXPORT_MAX_AGE_S = 3600
 _MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
-#: what an export is made of: ONNX files, and the OpenVINO model and weights of an int8 encoder
-EXPORT_SUFFIXES = (".onnx", ".xml", ".bin")
+#: what an export is made of: ONNX files, the OpenVINO model and weights of an int8 encoder, and OpenVINO's
+#: compiled networks (its model cache, kept beside the exports; a missing or corrupt one is compiled again)
+EXPORT_SUFFIXES = (".onnx", ".xml", ".bin", ".blob")
 
 
 def installed_runtimes() -> List[str]:
@@ -60,17 +64,20 @@ def cache_folder() -> Path:
     return Path(os.environ.get("MEDSAM_SLICER_CACHE") or Path.home() / ".cache" / "medsam-slicer")
 
 
-def export_onnx(module: nn.Module, examples: Sequence[torch.Tensor], names: Sequence[str], path: Path) -> Path:
-    """Export ``module`` (fixed shapes, fp32) to ``path`` once; a complete file is reused."""
+def export_onnx(module: Callable[[], nn.Module], examples: Sequence[torch.Tensor], names: Sequence[str],
+                path: Path) -> Path:
+    """Export the network ``module()`` gives (fixed shapes, fp32) to ``path`` once; a complete file is reused
+    without calling ``module`` (building the PyTorch network is most of a cached run's start-up)."""
     from .image_io import atomic_output
 
     if path.is_file():
         os.utime(path)  # its time is its last use, for trim_exports
         return path
+    network = module()
     with atomic_output(path) as temporary, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            torch.onnx.export(module.cpu().eval(), tuple(examples), str(temporary), input_names=list(names),
+            torch.onnx.export(network.cpu().eval(), tuple(examples), str(temporary), input_names=list(names),
                               output_names=["output"], dynamo=True, external_data=False, verbose=False)
     return path
 
@@ -110,8 +117,13 @@ class CompiledNetwork:
         self.name, self._names, self._lock = runtime, list(names), threading.Lock()
         if runtime == "openvino":
             import openvino
-            compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                                       "PERFORMANCE_HINT": "LATENCY"})
+            # The compiled network is cached beside the export (compiling it again costs 0.2-0.4 s a run). It is
+            # compiled from the model read, not from the path: OpenVINO keys a path by its file's time, which
+            # trim_exports moves on every use.
+            core = openvino.Core()
+            compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                                               "PERFORMANCE_HINT": "LATENCY",
+                                                                               "CACHE_DIR": str(path.parent)})
             self._run = lambda inputs: np.asarray(compiled(inputs)[0])
         else:
             import onnxruntime
@@ -162,9 +174,9 @@ class RuntimeNetworks:
         return torch.from_numpy(np.concatenate([self.box_decoder(embedding, box[None]) for box in boxes]))
 
 
-def compiled_export(runtime: str, module: nn.Module, examples: Sequence[torch.Tensor], names: Sequence[str],
+def compiled_export(runtime: str, module: Callable[[], nn.Module], examples: Sequence[torch.Tensor], names: Sequence[str],
                     path: Path) -> CompiledNetwork:
-    """``module`` exported to ``path`` and compiled under ``runtime``.
+    """``module()`` exported to ``path`` (unless cached) and compiled under ``runtime``.
 
     A cached export that does not compile (truncated, corrupt) is deleted and exported again once:
     reused as it is, it would leave every later run in PyTorch. A fresh export that fails is not retried.
@@ -181,19 +193,22 @@ def compiled_export(runtime: str, module: nn.Module, examples: Sequence[torch.Te
     return CompiledNetwork(runtime, path, names)
 
 
-def compile_networks(image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module,
-                     input_size: int, weights_id: str, choice: str = "auto",
-                     folder: Optional[Path] = None, int8_calibration: Optional[Callable] = None
-                     ) -> Optional[RuntimeNetworks]:
-    """The model's networks under ``choice`` (``auto``: the best installed runtime); None means PyTorch runs them.
+def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional[Path] = None,
+                     int8_calibration: Optional[Callable] = None) -> Optional[RuntimeNetworks]:
+    """The model's encoder and box decoder under ``choice`` (``auto``: the best installed runtime); None means
+    PyTorch runs them. Exports are keyed by ``model.cache_id`` (the weights); the PyTorch network is built only
+    to export what is not cached, so a checkpoint that does not fit its model raises here (``MedSAMError``).
 
     With ``int8_calibration`` (the model's ``prepare``, which turns calibration slices into inputs) the
     encoder is the int8 one (``quantization``); the caller has checked that OpenVINO and NNCF are here.
     """
+    from .errors import MedSAMError
+
     runtime = choose_runtime(choice)
     if runtime is None:
         return None
-    safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in weights_id)
+    safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.cache_id)
+    input_size = model.input_size
     stem = (folder or cache_folder()) / "onnx" / f"{safe_id}-{input_size}-torch{torch.__version__.split('+')[0]}"
     encoder_path = stem.with_name(stem.name + "-encoder.onnx")
     decoder_path = stem.with_name(stem.name + "-box-decoder.onnx")
@@ -201,17 +216,20 @@ def compile_networks(image_encoder: nn.Module, prompt_encoder: nn.Module, mask_d
         image = [torch.zeros(1, 3, input_size, input_size)]
         kept = [encoder_path, decoder_path]
         if int8_calibration is None:
-            encoder = compiled_export(runtime, image_encoder, image, ["image"], encoder_path)
+            encoder = compiled_export(runtime, lambda: model.image_encoder, image, ["image"], encoder_path)
         else:  # the fp32 export is only what is quantized: it is never compiled
             from .quantization import quantized_encoder
-            int8_path = quantized_encoder(export_onnx(image_encoder, image, ["image"], encoder_path), int8_calibration)
+            int8_path = quantized_encoder(export_onnx(lambda: model.image_encoder, image, ["image"], encoder_path),
+                                          int8_calibration)
             encoder = CompiledNetwork(runtime, int8_path, ["image"])
             kept += [int8_path, int8_path.with_suffix(".bin")]
-        decoder = compiled_export(runtime, BoxDecoder(prompt_encoder, mask_decoder),
+        decoder = compiled_export(runtime, lambda: BoxDecoder(model.prompt_encoder, model.mask_decoder),
                                   [torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
                                   ["embedding", "box"], decoder_path)
         trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=kept)
         return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8_calibration is not None else "fp32")
+    except MedSAMError:  # the checkpoint itself is wrong: PyTorch would fail on it too
+        raise
     except Exception as error:  # an export or runtime failure must never stop segmentation: PyTorch still works
         warnings.warn(f"networks under {runtime} failed ({error.__class__.__name__}: {str(error)[:200]}); "
                       "running them in PyTorch", RuntimeWarning)

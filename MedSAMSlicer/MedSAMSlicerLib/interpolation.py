@@ -9,7 +9,6 @@ key slices are paired by proximity of their centres; an unpaired box applies to 
 from typing import Dict, List
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 SliceBoxes = Dict[int, List[np.ndarray]]
 
@@ -18,6 +17,10 @@ def pair_boxes(first: List[np.ndarray], second: List[np.ndarray]) -> List[tuple]
     """Index pairs ``(i, j)`` matching ``first[i]`` to ``second[j]`` with least total centre distance."""
     if not first or not second:
         return []
+    if len(first) == len(second) == 1:  # the usual case; scipy.optimize takes half a second to import
+        return [(0, 0)]
+    from scipy.optimize import linear_sum_assignment
+
     centres_a = np.array([(b[:2] + b[2:]) / 2 for b in first])
     centres_b = np.array([(b[:2] + b[2:]) / 2 for b in second])
     distances = np.linalg.norm(centres_a[:, None, :] - centres_b[None, :, :], axis=-1)

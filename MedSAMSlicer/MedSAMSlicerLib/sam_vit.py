@@ -5,7 +5,7 @@ with ImageNet mean/std, pads to 1024x1024, and thresholds logits at 0. This uses
 segment-anything's own transforms so the masks are those of ``SamPredictor``.
 """
 
-from typing import Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 import torch
@@ -19,10 +19,14 @@ class SamVitSliceModel(SliceModel):
     input_size = 1024
     multimask_oracle = True  # SAM answers an ambiguous click with three masks; the evaluation's oracle picks one
 
-    def __init__(self, model_id: str, sam: Sam, device: torch.device, fingerprint: str):
-        super().__init__(model_id, sam.image_encoder, sam.prompt_encoder, sam.mask_decoder, device, fingerprint)
-        self.sam = sam.to(self.device).eval()
+    def __init__(self, model_id: str, load_network: Callable[[], Sam], device: torch.device, fingerprint: str):
+        super().__init__(model_id, load_network, device, fingerprint)
         self.transform = ResizeLongestSide(self.input_size)
+
+    @property
+    def sam(self) -> Sam:
+        """The whole ``Sam``: its pixel statistics and mask post-processing are part of SAM's pipeline."""
+        return self.network
 
     def prepare(self, slice_u8: np.ndarray) -> np.ndarray:
         rgb = np.repeat(slice_u8[:, :, None], 3, axis=2)

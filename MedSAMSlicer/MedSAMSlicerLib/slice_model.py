@@ -3,10 +3,15 @@
 ``SliceModel`` is ``SamPredictor``'s ``set_image``/``predict`` split made explicit so that
 embeddings can be computed by a background worker, cached, and decoded later. Subclasses define
 each published pipeline's own resampling, box mapping and mask post-processing.
+
+The PyTorch network is built, and its weights read, only when something needs it (training,
+click prompts, PyTorch inference, a missing export): with its exports cached, a run under an
+optimised runtime never builds it, which saves most of the start-up (``inference_runtime``).
 """
 
+import threading
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -32,17 +37,44 @@ class SliceModel(ABC):
     #: whether click prompts are scored with three candidate masks (SAM) or one (MedSAM, trained single-mask)
     multimask_oracle: bool = False
 
-    def __init__(self, model_id: str, image_encoder: nn.Module, prompt_encoder: nn.Module,
-                 mask_decoder: nn.Module, device: torch.device, fingerprint: str):
+    def __init__(self, model_id: str, load_network: Callable[[], nn.Module], device: torch.device, fingerprint: str):
+        """``load_network`` builds the network (``image_encoder``, ``prompt_encoder``, ``mask_decoder``) with its
+        weights; it is called once, on first use."""
         self.model_id = model_id
         self.device = torch.device(device)
-        self.image_encoder = image_encoder.to(self.device).eval()
-        self.prompt_encoder = prompt_encoder.to(self.device).eval()
-        self.mask_decoder = mask_decoder.to(self.device).eval()
         #: identifies these weights (checkpoint SHA-256) in cache keys
         self.fingerprint = fingerprint
         #: the encoder and box decoder under an optimised runtime (``inference_runtime``), or None for PyTorch
         self.runtime_networks: Optional["RuntimeNetworks"] = None
+        self._load_network: Optional[Callable[[], nn.Module]] = load_network
+        self._network: Optional[nn.Module] = None
+        self._network_lock = threading.Lock()
+
+    @property
+    def network(self) -> nn.Module:
+        """The PyTorch network on ``device`` in eval mode, built on first use (the worker and the GUI may both ask)."""
+        with self._network_lock:
+            if self._network is None:
+                self._network = self._load_network().to(self.device).eval()
+                self._load_network = None
+            return self._network
+
+    @property
+    def network_loaded(self) -> bool:
+        """Whether the PyTorch network has been built (a run served from cached exports never builds it)."""
+        return self._network is not None
+
+    @property
+    def image_encoder(self) -> nn.Module:
+        return self.network.image_encoder
+
+    @property
+    def prompt_encoder(self) -> nn.Module:
+        return self.network.prompt_encoder
+
+    @property
+    def mask_decoder(self) -> nn.Module:
+        return self.network.mask_decoder
 
     @property
     def runtime(self) -> str:
