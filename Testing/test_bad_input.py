@@ -177,7 +177,7 @@ REFUSED_BEFORE_THE_MODEL = [
     ("negative window width", lambda w: segment(w, "--window=-400,40"), "window width must be a positive number"),
     ("negative --propagate", lambda w: segment(w, "--propagate", "-1"), "--propagate must be 0 or more"),
     ("int8 in the published mode", lambda w: segment(w, "--mode", "published", "--precision", "int8"),
-     r"--precision int8 cannot be used with --mode published, which is the published fp32 steps"),
+     r"int8 precision cannot be used in the published mode, which is the published fp32 steps"),
 ]
 
 

@@ -35,6 +35,8 @@ REQUIRED = {
     "deletePromptButton": "QPushButton",
     "segmentCollapsibleButton": "ctkCollapsibleButton",
     "propagateSpinBox": "QSpinBox",
+    "modeComboBox": "QComboBox",
+    "precisionComboBox": "QComboBox",
     "segmentSliceButton": "QPushButton",
     "segmentVolumeButton": "QPushButton",
     "cancelButton": "QPushButton",

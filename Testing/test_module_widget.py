@@ -10,6 +10,8 @@ import types
 import numpy as np
 import pytest
 
+from MedSAMSlicerLib import quantization
+from MedSAMSlicerLib.errors import SettingsError
 from MedSAMSlicerLib.metrics import dice
 from slicer_harness import FakeApplication, install
 
@@ -106,7 +108,7 @@ def drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts)
     assert (slices, axis) == ([1, 2, 3, 4, 5, 6], 2)
     assert dice(phantom.truth, mask) >= 0.82  # measured 0.8313: LiteMedSAM over-segments this small (9 px radius) lesion
     assert " mL, longest diameter " in ui.resultLabel.text and ui.progressBar.value == ui.progressBar.maximum
-    assert "slice embeddings cached" in ui.statusLabel.text
+    assert "slice embeddings cached" in ui.statusLabel.text and ", fp32)" in ui.statusLabel.text  # exact by default
     assert ui.undoButton.enabled and not ui.redoButton.enabled
 
     # the radiologist erases part of slice 3 by hand; Segment volume again keeps that slice
@@ -144,6 +146,31 @@ def drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts)
     expected, _, _ = widget.logic.segmentSlicePrompts(*widget.modelArguments(), widget.promptNodes(), (2, 4))
     np.testing.assert_array_equal(mask, expected)
     assert mask[4].sum() != engine_mask[4].sum()  # the box grew to the left: so did the mask
+
+
+@pytest.mark.skipif(quantization.int8_unavailable() is not None, reason="OpenVINO and NNCF are not installed")
+def test_the_int8_choice_serves_the_refined_mode_and_the_published_mode_stays_fp32(scene_with_phantom):
+    phantom, ijk_to_ras, volume, segmentation, prompts = scene_with_phantom
+    widget = MedSAMSlicer.MedSAMSlicerWidget(types.SimpleNamespace(isEntered=True))
+    widget.setup()
+    try:
+        ui, parameters = widget.ui, widget._parameterNode
+        ui.inputVolumeSelector.setCurrentNode(volume)
+        ui.inputVolumeSelector.emit("currentNodeChanged(vtkMRMLNode*)", volume)
+        assert ui.precisionComboBox.items == ["fp32", "int8"] and parameters.precision == "fp32"
+        choose(ui.precisionComboBox, "int8")
+        assert parameters.precision == "int8" and widget.modelArguments()[4] == "int8"
+        session = widget.logic.session(*widget.modelArguments())
+        assert (session.model.precision, session.model.runtime) == ("int8", "openvino")
+        mask, slices, _ = widget.logic.computeVolumeMask(*widget.modelArguments(), prompts, mode="refined")
+        assert dice(phantom.truth, mask) >= 0.8 and slices == [1, 2, 3, 4, 5, 6]
+        choose(ui.modeComboBox, "published")  # the published steps are fp32: another session, not int8 embeddings
+        assert widget.modelArguments()[4] == "fp32"
+        assert widget.logic.session(*widget.modelArguments()).model.precision == "fp32"
+        with pytest.raises(SettingsError, match="int8 precision cannot be used in the published mode"):
+            widget.logic.computeVolumeMask(volume, "lite-medsam", None, "cpu", "int8", "auto", prompts, mode="published")
+    finally:
+        widget.cleanup()
 
 
 @pytest.fixture

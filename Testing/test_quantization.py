@@ -26,7 +26,7 @@ def test_auto_is_fp32_unless_the_weights_passed_the_gate_and_never_in_the_publis
 
 
 def test_int8_with_the_published_mode_or_an_unknown_precision_is_refused():
-    with pytest.raises(SettingsError, match="--precision int8 cannot be used with --mode published"):
+    with pytest.raises(SettingsError, match="int8 precision cannot be used in the published mode"):
         choose_precision("int8", LITE_MEDSAM_SHA256, "published", "openvino")
     with pytest.raises(SettingsError, match="precision 'int4' is not one of auto, fp32, int8"):
         choose_precision("int4", LITE_MEDSAM_SHA256, "refined", "openvino")

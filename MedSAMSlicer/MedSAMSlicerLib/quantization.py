@@ -49,8 +49,8 @@ def check_precision(choice: str, mode: str) -> None:
     if choice not in PRECISIONS:
         raise SettingsError(f"precision {choice!r} is not one of {', '.join(PRECISIONS)}")
     if choice == "int8" and mode == "published":
-        raise SettingsError("--precision int8 cannot be used with --mode published, which is the published fp32 "
-                            "steps; use --mode refined")
+        raise SettingsError("int8 precision cannot be used in the published mode, which is the published fp32 "
+                            "steps; use the refined mode")
 
 
 def choose_precision(choice: str, fingerprint: str, mode: str, runtime: Optional[str]) -> str:
