@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from MedSAMSlicerLib import quantization
 from MedSAMSlicerLib.benchmark import run_benchmark, summary_table, write_report
 from MedSAMSlicerLib.cli import main
 
@@ -28,11 +29,25 @@ def test_benchmark_compares_the_paths_on_the_same_slices_and_writes_its_report(t
     assert result.volume_dice > 0.95  # measured 0.994: RECIST every 5 slices on a smooth phantom lesion
     assert result.cache_bytes <= result.cache_budget_bytes
     assert report.peak_resident_mib > 0 and report.matmul_peak_gflops > 0
+    if result.runtime == "openvino" and quantization.int8_unavailable() is None:  # the int8 encoder, same slices
+        assert 0.9 <= result.int8_mean_mask_iou <= 1 and result.int8_min_mask_iou <= result.int8_mean_mask_iou
+        assert result.int8_engine_seconds_per_slice > 0 and 0 < result.int8_encoder_share_of_int8_peak < 2
+        assert report.int8_matmul_peak_gops > 0
+    # whole processes, as a user runs them: each one's result is read back and scored
+    assert result.startup_seconds > 0 and result.naive_volume_seconds == pytest.approx(
+        result.reference_seconds_per_slice * 40)
+    expected = ["published fp32", "refined fp32"] + (["refined int8"] if result.int8_mean_mask_iou > 0 else [])
+    assert list(result.processes) == expected
+    published = result.processes["published fp32"]
+    assert published.dice == pytest.approx(result.volume_dice, abs=1e-6)  # the same steps as the in-process run
+    assert all(run.dice > 0.95 and run.seconds > 0 and run.peak_resident_mib > 100 for run in result.processes.values())
     table = write_report(tmp_path / "bench.json", report)
     stored = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     assert stored["models"][0]["speedup"] == pytest.approx(result.speedup)
     assert table.read_text(encoding="utf-8").splitlines() == summary_table(report)
     assert any("reference path" in line for line in lines) and any("RECIST to volume" in line for line in lines)
+    assert stored["models"][0]["processes"]["published fp32"]["dice"] == pytest.approx(published.dice)
+    assert any(line.startswith("lite-medsam: whole process, exports cached: start-up") for line in summary_table(report))
 
 
 def test_bench_refuses_a_volume_too_short_for_its_target(tmp_path, capsys):

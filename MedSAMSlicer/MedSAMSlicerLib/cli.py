@@ -160,6 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--prompts", type=int, default=50, help="prompts timed on a cached slice (default 50)")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
+    bench.add_argument("--no-processes", dest="processes", action="store_false",
+                       help="skip the whole-process timings (start-up; the RECIST volume as `segment` runs it in "
+                            "each mode and precision): minutes for the ViT models on a CPU")
     bench.add_argument("-o", "--output", default="benchmark.json", help="results JSON (the table goes beside it, .txt)")
 
     commands.add_parser("models", help="list the model ids")
@@ -300,7 +303,8 @@ def _bench(args) -> None:
         raise PromptError("--slices and --prompts must be 1 or more, --volume-slices 48 or more (the target spans 40)")
     models = [parse_model_choice(text) for text in (args.model or ["lite-medsam"])]
     check_writable_folder(Path(args.output).parent, f"output {args.output}: folder")
-    report = run_benchmark(models, args.device, args.runtime, args.slices, args.volume_slices, args.prompts)
+    report = run_benchmark(models, args.device, args.runtime, args.slices, args.volume_slices, args.prompts,
+                           args.processes)
     table = write_report(Path(args.output), report)
     print("\n".join(summary_table(report)))
     print(f"wrote {args.output} and {table}")

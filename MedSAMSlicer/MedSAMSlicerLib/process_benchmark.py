@@ -1,0 +1,96 @@
+"""Whole ``medsam-slicer segment`` processes, timed as a user runs them: start-up, and RECIST to volume.
+
+An in-process timing leaves out what a user waits for first: importing, finding the weights,
+compiling the networks, reading the image, normalising the volume, writing the result. Here each
+figure is a fresh process, with the model's exports already cached (a first, untimed run makes
+them), and its peak resident memory comes from the operating system (``os.wait4``).
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+
+from .geometry import ImageGeometry
+from .image_io import read_label_image, write_image
+from .metrics import dice
+from .prompt_file import write_prompt_file
+from .prompt_simulation import bounding_box
+from .prompts import BoxPrompt, PromptSet
+from .sample_data import Phantom, recist_prompts
+
+#: the package's parent folder: the child process imports the engine from where this one did
+_PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+#: start-up runs, of which the median is reported (a single run is at the mercy of the machine's load)
+STARTUP_RUNS = 3
+
+
+@dataclass
+class ProcessRun:
+    """One ``segment`` process: its wall time, its peak resident memory and its result's Dice against the truth."""
+
+    seconds: float
+    peak_resident_mib: float
+    dice: float
+
+
+def run_segment(image: Path, prompts: Path, output: Path, options: List[str]) -> Tuple[float, float]:
+    """Run ``medsam-slicer segment`` in a fresh process; its wall seconds and peak resident MiB (NaN where the
+    system cannot tell, as on Windows)."""
+    command = [sys.executable, "-m", "MedSAMSlicerLib", "segment", str(image), "--prompts", str(prompts),
+               "-o", str(output), "--quiet", *options]
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(_PACKAGE_PARENT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
+    with process.stderr:
+        errors = process.stderr.read().decode(errors="replace")
+    if hasattr(os, "wait4"):
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        resident = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS, else KiB
+    else:
+        process.wait()
+        resident = float("nan")
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"medsam-slicer segment {' '.join(options)} failed ({process.returncode}): {errors.strip()}")
+    return seconds, resident
+
+
+def write_case(folder: Path, name: str, image: np.ndarray, geometry: ImageGeometry, prompts: PromptSet) -> Tuple[Path, Path]:
+    """An image and its prompts as the files a user passes; their paths."""
+    paths = folder / f"{name}.nrrd", folder / f"{name}.json"
+    write_image(paths[0], image, geometry)
+    write_prompt_file(paths[1], prompts)
+    return paths
+
+
+def recist_volume_run(folder: Path, phantom: Phantom, options: List[str], every: int = 5) -> ProcessRun:
+    """RECIST markers every ``every`` slices to a volume, as ``segment`` does it: one fresh process, timed."""
+    image, prompts = folder / "recist.nrrd", folder / "recist.json"
+    if not image.is_file():
+        write_case(folder, "recist", phantom.image, phantom.geometry, recist_prompts(phantom, every))
+    output = folder / "recist-result.nii.gz"
+    seconds, resident = run_segment(image, prompts, output, options)
+    return ProcessRun(seconds, resident, dice(phantom.truth, read_label_image(output).array == 1))
+
+
+def startup_seconds(folder: Path, phantom: Phantom, options: List[str], runs: int = STARTUP_RUNS) -> float:
+    """Median wall seconds of a process that segments one box on one slice of an 8-slice cut of ``phantom``:
+    start-up to the first slice, exports cached (the first run, which may export them, is not counted)."""
+    index = int(np.flatnonzero(phantom.truth.any(axis=(1, 2))).mean().round())
+    low = max(0, index - 4)
+    image, truth = phantom.image[low:low + 8], phantom.truth[index]
+    geometry = replace(phantom.geometry, size=(image.shape[2], image.shape[1], image.shape[0]))
+    box = bounding_box(truth) + [-5.0, -5.0, 5.0, 5.0]
+    paths = write_case(folder, "startup", image, geometry, PromptSet([BoxPrompt(index - low, tuple(box))]))
+    output = folder / "startup-result.nii.gz"
+    run_segment(*paths, output, options)
+    return statistics.median(run_segment(*paths, output, options)[0] for _ in range(runs))
