@@ -47,7 +47,8 @@ def test_benchmark_compares_the_paths_on_the_same_slices_and_writes_its_report(t
     assert table.read_text(encoding="utf-8").splitlines() == summary_table(report)
     assert any("reference path" in line for line in lines) and any("RECIST to volume" in line for line in lines)
     assert stored["models"][0]["processes"]["published fp32"]["dice"] == pytest.approx(published.dice)
-    assert any(line.startswith("lite-medsam: whole process, exports cached: start-up") for line in summary_table(report))
+    whole = "lite-medsam: whole process, exports cached: start-up"
+    assert any(line.startswith(whole) for line in summary_table(report))
 
 
 def test_bench_refuses_a_volume_too_short_for_its_target(tmp_path, capsys):

@@ -307,7 +307,8 @@ def _whole_processes(folder: Path, phantom: Phantom, options: List[str], int8: b
         run = recist_volume_run(folder, phantom, options + ["--mode", mode, "--precision", precision])
         result.processes[f"{mode} {precision}"] = run
         log(f"  RECIST to volume, whole process, {mode} {precision}: {run.seconds:.1f} s "
-            f"({result.naive_volume_seconds / run.seconds:.2f}x the naive pipeline's {result.naive_volume_seconds:.1f} s), "
+            f"({result.naive_volume_seconds / run.seconds:.2f}x the naive pipeline's "
+            f"{result.naive_volume_seconds:.1f} s), "
             f"Dice {run.dice:.3f}, peak resident {run.peak_resident_mib:.0f} MiB")
 
 

@@ -64,7 +64,8 @@ def run_segment(image: Path, prompts: Path, output: Path, options: List[str]) ->
     return seconds, resident
 
 
-def write_case(folder: Path, name: str, image: np.ndarray, geometry: ImageGeometry, prompts: PromptSet) -> Tuple[Path, Path]:
+def write_case(folder: Path, name: str, image: np.ndarray, geometry: ImageGeometry,
+               prompts: PromptSet) -> Tuple[Path, Path]:
     """An image and its prompts as the files a user passes; their paths."""
     paths = folder / f"{name}.nrrd", folder / f"{name}.json"
     write_image(paths[0], image, geometry)
