@@ -29,7 +29,7 @@ class FakeModel(SliceModel):
     input_size = 4
 
     def __init__(self):
-        super().__init__("fake", nn.Identity(), nn.Identity(), nn.Identity(), torch.device("cpu"), "f00d" * 16)
+        super().__init__("fake", nn.Identity, torch.device("cpu"), "f00d" * 16)  # never built: encode is faked
         self.calls = []  # slice values per encode call, in call order
         self.entered = threading.Event()  # set when encode starts
         self.gate = threading.Event()  # encode waits on it
