@@ -186,7 +186,7 @@ def _segment(args) -> None:
     output = check_output_path(args.output, inputs, case.prompts.labels)
     if args.cache_dir is not None:
         check_output_folder(args.cache_dir, inputs, "--cache-dir")
-    cache = EmbeddingCache(directory=args.cache_dir)
+    cache = None if args.cache_dir is None else EmbeddingCache(directory=args.cache_dir)  # else the session's own
     model = load_model(args.model, args.checkpoint, args.device, args.runtime, args.precision, args.mode)
     with _progress_bar(desc="segmenting slices", unit="box", disable=args.quiet) as bar:
         def progress(done: int, total: int) -> None:

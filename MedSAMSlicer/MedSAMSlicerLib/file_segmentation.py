@@ -83,6 +83,7 @@ def segment_case(case: PreparedCase, output, model: SliceModel, propagate: int =
     started = time.perf_counter()
     with SegmentationSession(image.array, model, case.intensity, cache) as session:
         results = session.segment(prompts, propagate=propagate, progress=progress, refinement=refinement)
+    del session  # its normalised volume and in-memory embeddings go before the output's copies are made
     write_segmentation(output, {label: r.mask for label, r in results.items()}, image.geometry)
     targets = []
     for label, result in results.items():

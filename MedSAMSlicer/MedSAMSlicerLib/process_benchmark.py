@@ -3,13 +3,14 @@
 An in-process timing leaves out what a user waits for first: importing, finding the weights,
 compiling the networks, reading the image, normalising the volume, writing the result. Here each
 figure is a fresh process, with the model's exports already cached (a first, untimed run makes
-them), and its peak resident memory comes from the operating system (``os.wait4``).
+them), and its peak resident memory is the process's own high-water mark (Linux).
 """
 
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +30,25 @@ from .sample_data import Phantom, recist_prompts
 _PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 #: start-up runs, of which the median is reported (a single run is at the mercy of the machine's load)
 STARTUP_RUNS = 3
+#: ``python -m MedSAMSlicerLib`` that also writes its peak resident memory (KiB) to the file named first. Read from
+#: /proc at exit: the operating system's rusage of a child would count the memory of the process that spawned it.
+_PEAK_REPORTING_MAIN = """
+import atexit, runpy, sys
+peak_file = sys.argv.pop(1)
+
+def write_peak():
+    try:
+        with open("/proc/self/status") as status:
+            peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return
+    with open(peak_file, "w") as out:
+        out.write(peak)
+
+atexit.register(write_peak)
+sys.argv[0] = "medsam-slicer"
+runpy.run_module("MedSAMSlicerLib", run_name="__main__")
+"""
 
 
 @dataclass
@@ -42,26 +62,21 @@ class ProcessRun:
 
 def run_segment(image: Path, prompts: Path, output: Path, options: List[str]) -> Tuple[float, float]:
     """Run ``medsam-slicer segment`` in a fresh process; its wall seconds and peak resident MiB (NaN where the
-    system cannot tell, as on Windows)."""
-    command = [sys.executable, "-m", "MedSAMSlicerLib", "segment", str(image), "--prompts", str(prompts),
-               "-o", str(output), "--quiet", *options]
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(_PACKAGE_PARENT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
-    with process.stderr:
-        errors = process.stderr.read().decode(errors="replace")
-    if hasattr(os, "wait4"):
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        resident = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS, else KiB
-    else:
-        process.wait()
-        resident = float("nan")
-    seconds = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"medsam-slicer segment {' '.join(options)} failed ({process.returncode}): {errors.strip()}")
-    return seconds, resident
+    system does not tell it: Linux only)."""
+    with tempfile.TemporaryDirectory() as folder:
+        peak_file = Path(folder) / "peak"
+        command = [sys.executable, "-c", _PEAK_REPORTING_MAIN, str(peak_file), "segment", str(image),
+                   "--prompts", str(prompts), "-o", str(output), "--quiet", *options]
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(_PACKAGE_PARENT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        started = time.perf_counter()
+        finished = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
+        seconds = time.perf_counter() - started
+        if finished.returncode != 0:
+            raise RuntimeError(f"medsam-slicer segment {' '.join(options)} failed ({finished.returncode}): "
+                               f"{finished.stderr.decode(errors='replace').strip()}")
+        text = peak_file.read_text(encoding="utf-8") if peak_file.is_file() else ""
+    return seconds, int(text) / 1024 if text else float("nan")
 
 
 def write_case(folder: Path, name: str, image: np.ndarray, geometry: ImageGeometry,
