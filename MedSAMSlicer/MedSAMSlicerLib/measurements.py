@@ -16,13 +16,16 @@ def longest_diameter_mm(slice_mask: np.ndarray, spacing_xy: Tuple[float, float])
     """Largest boundary-to-boundary distance across a 2D ``(H, W)`` mask, in mm (the RECIST long axis).
 
     Distances are taken between the outer corners of the foreground pixels, so a run of ``n``
-    pixels measures ``n`` pixels; spacing may differ between x and y.
+    pixels measures ``n`` pixels; spacing may differ between x and y. Only each row's first and last
+    pixel can hold a corner of the convex hull, so only theirs are measured.
     """
-    ys, xs = np.nonzero(slice_mask)
+    ys, xs = np.nonzero(slice_mask)  # row by row, x rising within a row
     if xs.size == 0:
         return 0.0
-    corners = np.concatenate([np.c_[xs + dx, ys + dy] for dx in (0, 1) for dy in (0, 1)]).astype(float)
-    corners = np.unique(corners, axis=0) * np.asarray(spacing_xy, dtype=float)
+    starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
+    rows, first, last = ys[starts], np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts) + 1
+    corners = np.concatenate([np.c_[x, rows + dy] for x in (first, last) for dy in (0, 1)]).astype(float)
+    corners = corners * np.asarray(spacing_xy, dtype=float)
     try:
         corners = corners[ConvexHull(corners).vertices]
     except QhullError:  # collinear points (a one-pixel-wide line): all of them are extreme
