@@ -215,4 +215,3 @@ def test_longest_diameter_in_volume_picks_the_largest_cross_section(axis):
     assert diameter == pytest.approx(math.hypot(17 * sx, 14 * sy))
     expected_spacing = {0: (0.8, 2.0), 1: (0.5, 2.0), 2: (0.5, 0.8)}[axis]
     assert (sx, sy) == expected_spacing
-
