@@ -1,6 +1,8 @@
 """The networks under OpenVINO or ONNX Runtime give PyTorch's outputs, and a runtime failure never stops segmentation."""
 
 import os
+import re
+import shutil
 import time
 import warnings
 
@@ -9,10 +11,10 @@ import pytest
 import torch
 
 from MedSAMSlicerLib import inference_runtime
-from MedSAMSlicerLib.errors import SettingsError
+from MedSAMSlicerLib.errors import CheckpointError, SettingsError
 from MedSAMSlicerLib.inference_runtime import compile_networks, installed_runtimes, trim_exports
 from MedSAMSlicerLib.metrics import iou
-from MedSAMSlicerLib.model_registry import load_model
+from MedSAMSlicerLib.model_registry import embedded_lite_checkpoint, load_model
 
 
 def compiled(model, choice, folder):
@@ -70,6 +72,21 @@ def test_a_model_served_by_cached_exports_is_never_built_in_pytorch(lite_model, 
     click = embedding, np.array([[60.0, 45.0]]), np.array([1]), (90, 120)
     masks, _ = model.decode_points(*click)  # clicks run in PyTorch: the network is built now, with the same weights
     assert model.network_loaded and np.array_equal(masks, lite_model.decode_points(*click)[0])
+
+
+def test_a_checkpoint_changed_after_loading_is_refused_when_the_network_is_built(lite_model, tmp_path):
+    """The lazily built network must be the weights the exports and the cache keys were made from."""
+    if lite_model.runtime_networks is None:
+        pytest.skip("no optimised runtime is installed")
+    copy = tmp_path / "weights.pth"
+    shutil.copy(embedded_lite_checkpoint(), copy)  # the same bytes: the session's cached exports serve it
+    model = load_model("lite-medsam", copy, device="cpu")
+    assert not model.network_loaded and model.fingerprint == lite_model.fingerprint
+    torch.save({"image_encoder.patch_embed.seq.0.c.weight": torch.zeros(1)}, copy)  # overwritten meanwhile
+    with pytest.raises(CheckpointError, match=f"checkpoint {re.escape(str(copy))} has changed since the model was "
+                                              "loaded; load it again"):
+        model.network
+    assert not model.network_loaded
 
 def test_the_default_is_the_best_installed_runtime_else_pytorch(lite_model, monkeypatch, tmp_path):
     assert lite_model.runtime == (installed_runtimes() or ["torch"])[0]

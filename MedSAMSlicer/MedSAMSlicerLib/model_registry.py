@@ -138,7 +138,9 @@ def _slice_model(model_id: str, checkpoint: Optional[Union[str, Path]], device: 
         checkpoint = existing_checkpoint(checkpoint)
         fingerprint = file_sha256(checkpoint)
 
-    def load_network():
+    def load_network():  # on first use, maybe long after loading: the file must still hold the weights identified
+        if file_sha256(checkpoint) != fingerprint:
+            raise CheckpointError(f"checkpoint {checkpoint} has changed since the model was loaded; load it again")
         state = read_state_dict(checkpoint)
         network = build_network(spec)
         load_strict(network, state, checkpoint, f"{model_id} ({spec.description})")
