@@ -41,6 +41,8 @@ from .slice_model import SliceModel
 
 Log = Callable[[str], None]
 MASK_IOU_REQUIRED = 0.99
+#: the phantom CT's intensity, as `segment --window auto` chooses it for a CT (the whole-process runs use that)
+PHANTOM_WINDOW = IntensitySettings.preset("soft-tissue")
 
 
 @dataclass
@@ -206,7 +208,6 @@ def _same_slices(model: SliceModel, int8: Optional[SliceModel], weights: str, se
                  slices: int, prompts: int, peaks: Tuple[float, float], log: Log) -> ModelBenchmark:
     """The naive pipeline, the engine and the int8 engine on the same slices, alternating slice by slice so that
     the machine's load changes hit them alike; then prompt latency on a cached slice."""
-    intensity = IntensitySettings.preset("soft-tissue")
     lesion = occupied_slices(phantom.truth, 2)
     chosen = [int(i) for i in np.linspace(lesion[0] + 2, lesion[-1] - 2, slices).round()]
     # the RECIST convention's box: the lesion's extent plus 5 px
@@ -215,7 +216,7 @@ def _same_slices(model: SliceModel, int8: Optional[SliceModel], weights: str, se
         f"{phantom.image.shape[1]}x{phantom.image.shape[2]}")
     gflop = encoder_gflop(model)  # also a warm-up call
     engines = {"fp32": model} if int8 is None else {"fp32": model, "int8": int8}
-    sessions = {name: SegmentationSession(phantom.image, engine, intensity, EmbeddingCache())
+    sessions = {name: SegmentationSession(phantom.image, engine, PHANTOM_WINDOW, EmbeddingCache())
                 for name, engine in engines.items()}
     try:
         reference, reference_total = {}, 0.0
@@ -274,11 +275,10 @@ def _same_slices(model: SliceModel, int8: Optional[SliceModel], weights: str, se
 
 def _recist_volume(model: SliceModel, phantom: Phantom, result: ModelBenchmark, log: Log) -> None:
     """RECIST to volume in this process (model loaded), and on a GPU every slice of the CT embedded."""
-    intensity = IntensitySettings.preset("soft-tissue")
     recist = recist_prompts(phantom, every=5)
     cache = EmbeddingCache()
     seconds = time.perf_counter()
-    with SegmentationSession(phantom.image, model, intensity, cache) as session:
+    with SegmentationSession(phantom.image, model, PHANTOM_WINDOW, cache) as session:
         mask = session.segment(recist)[1].mask
     result.volume_seconds = time.perf_counter() - seconds
     result.volume_shape = list(phantom.image.shape)
@@ -287,7 +287,7 @@ def _recist_volume(model: SliceModel, phantom: Phantom, result: ModelBenchmark, 
     result.cache_bytes, result.cache_budget_bytes = cache.nbytes, cache.max_bytes
     if model.device.type == "cuda":  # on a CPU this would take minutes per model
         seconds = time.perf_counter()
-        with SegmentationSession(phantom.image, model, intensity, EmbeddingCache(max_bytes=8 << 30)) as session:
+        with SegmentationSession(phantom.image, model, PHANTOM_WINDOW, EmbeddingCache(max_bytes=8 << 30)) as session:
             for future in session.prefetch(range(phantom.image.shape[0])).values():
                 future.result()
         result.whole_volume_embedding_seconds = time.perf_counter() - seconds

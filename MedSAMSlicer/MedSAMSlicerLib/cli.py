@@ -214,7 +214,6 @@ def _sample(args) -> None:
 
 def _evaluate(args) -> None:
     from .cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
-    from .refinement import DEFAULT_MODE
     from .image_io import paired_images, read_image, read_label_image
     from .output_files import check_output_folder
 
@@ -226,7 +225,7 @@ def _evaluate(args) -> None:
 
     options = EvaluationOptions(args.protocol or ["box-each"], args.window, args.axis, args.every, args.jitter,
                                 args.clicks, args.tolerance, args.device, args.runtime, args.corrections,
-                                args.target_dsc, args.mode or [DEFAULT_MODE], args.precision)
+                                args.target_dsc, args.mode or EvaluationOptions.modes, args.precision)
     pairs = paired_images(args.images, args.labels)
     check_output_folder(args.output, [path for pair in pairs for path in pair])
     cases = [EvaluationCase(image.name, loader(image, label)) for image, label in pairs]

@@ -194,13 +194,13 @@ def compiled_export(runtime: str, module: Callable[[], nn.Module], examples: Seq
 
 
 def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional[Path] = None,
-                     int8_calibration: Optional[Callable] = None) -> Optional[RuntimeNetworks]:
+                     int8: bool = False) -> Optional[RuntimeNetworks]:
     """The model's encoder and box decoder under ``choice`` (``auto``: the best installed runtime); None means
     PyTorch runs them. Exports are keyed by ``model.cache_id`` (the weights); the PyTorch network is built only
     to export what is not cached, so a checkpoint that does not fit its model raises here (``MedSAMError``).
 
-    With ``int8_calibration`` (the model's ``prepare``, which turns calibration slices into inputs) the
-    encoder is the int8 one (``quantization``); the caller has checked that OpenVINO and NNCF are here.
+    With ``int8`` the encoder is the int8 one (``quantization``, calibrated through the model's ``prepare``);
+    the caller has checked that OpenVINO and NNCF are here.
     """
     from .errors import MedSAMError
 
@@ -215,19 +215,19 @@ def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional
     try:
         image = [torch.zeros(1, 3, input_size, input_size)]
         kept = [encoder_path, decoder_path]
-        if int8_calibration is None:
+        if not int8:
             encoder = compiled_export(runtime, lambda: model.image_encoder, image, ["image"], encoder_path)
         else:  # the fp32 export is only what is quantized: it is never compiled
             from .quantization import quantized_encoder
             int8_path = quantized_encoder(export_onnx(lambda: model.image_encoder, image, ["image"], encoder_path),
-                                          int8_calibration)
+                                          model.prepare)
             encoder = CompiledNetwork(runtime, int8_path, ["image"])
             kept += [int8_path, int8_path.with_suffix(".bin")]
         decoder = compiled_export(runtime, lambda: BoxDecoder(model.prompt_encoder, model.mask_decoder),
                                   [torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
                                   ["embedding", "box"], decoder_path)
         trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=kept)
-        return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8_calibration is not None else "fp32")
+        return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8 else "fp32")
     except MedSAMError:  # the checkpoint itself is wrong: PyTorch would fail on it too
         raise
     except Exception as error:  # an export or runtime failure must never stop segmentation: PyTorch still works

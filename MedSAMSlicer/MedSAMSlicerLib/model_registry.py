@@ -114,7 +114,7 @@ def load_model(model_id: str = DEFAULT_MODEL, checkpoint: Optional[Union[str, Pa
         from .inference_runtime import choose_runtime, compile_networks
         from .quantization import choose_precision
         int8 = choose_precision(precision, model.fingerprint, mode, choose_runtime(runtime)) == "int8"
-        model.runtime_networks = compile_networks(model, runtime, int8_calibration=model.prepare if int8 else None)
+        model.runtime_networks = compile_networks(model, runtime, int8=int8)
     elif precision == "int8":
         warnings.warn(f"int8 runs on the CPU only; the encoder runs on {model.device} as before", RuntimeWarning)
     if model.runtime_networks is None:
