@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from MedSAMSlicerLib import model_registry
+from MedSAMSlicerLib import device, model_registry
 from MedSAMSlicerLib.checkpoint import file_sha256, load_strict, read_state_dict
-from MedSAMSlicerLib.device import resolve_device
+from MedSAMSlicerLib.device import CPU, resolve_device
 from MedSAMSlicerLib.errors import CheckpointError, SettingsError
 from MedSAMSlicerLib.lite_medsam import LiteMedSamSliceModel
 from MedSAMSlicerLib.medsam_vit import MedSamVitSliceModel
@@ -353,7 +353,7 @@ def test_the_embedded_lite_checkpoint_is_verified():
 def test_the_embedded_lite_medsam_loads_with_its_weights(lite_model):
     assert isinstance(lite_model, LiteMedSamSliceModel)
     assert lite_model.model_id == "lite-medsam"
-    assert lite_model.device == torch.device("cpu")
+    assert lite_model.device == CPU and str(lite_model.device) == "cpu"
     assert lite_model.fingerprint == model_registry.LITE_MEDSAM_SHA256
     assert lite_model.cache_id == "lite-medsam@" + model_registry.LITE_MEDSAM_SHA256[:16]
     stored = read_state_dict(model_registry.embedded_lite_checkpoint())
@@ -402,26 +402,44 @@ def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
 
 
+@pytest.fixture
+def a_driver(monkeypatch):
+    """As if the NVIDIA driver were installed: PyTorch is asked whether a GPU is there."""
+    monkeypatch.setattr(device, "cuda_driver_present", lambda: True)
+
+
 @pytest.mark.parametrize("choice", ["cpu", "CPU", " cpu "])
 def test_cpu_resolves_to_the_cpu(choice):
-    assert resolve_device(choice) == torch.device("cpu")
+    assert resolve_device(choice) == CPU
 
 
 @pytest.mark.parametrize("choice", ["auto", "", None])
-def test_auto_is_the_cpu_without_a_gpu(choice, no_gpu):
-    assert resolve_device(choice) == torch.device("cpu")
+def test_auto_is_the_cpu_without_a_gpu(choice, no_gpu, a_driver):
+    assert resolve_device(choice) == CPU
 
 
 def test_auto_is_the_cpu_on_this_machine():
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
-    assert resolve_device("auto") == torch.device("cpu")
-    assert resolve_device() == torch.device("cpu")
+    assert resolve_device("auto") == CPU
+    assert resolve_device() == CPU
 
 
-def test_auto_picks_cuda_when_present(monkeypatch):
+def test_auto_picks_cuda_when_present(monkeypatch, a_driver):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("auto") == device.Device("cuda")
+    assert str(resolve_device("auto")) == "cuda"
+
+
+def test_auto_without_the_cuda_driver_is_the_cpu_without_asking_pytorch(monkeypatch):
+    """No NVIDIA driver library, no GPU for PyTorch either: ``auto`` answers without importing PyTorch."""
+    def asked():
+        raise AssertionError("PyTorch was asked")
+
+    monkeypatch.setattr(device, "CUDA_DRIVER", "libcuda-that-is-not-here.so.1")
+    monkeypatch.setattr(torch.cuda, "is_available", asked)
+    assert not device.cuda_driver_present()
+    assert resolve_device("auto") == CPU
 
 
 @pytest.mark.parametrize("choice", ["cuda", "cuda:0", "CUDA:1"])
@@ -434,7 +452,7 @@ def test_cuda_without_a_gpu_is_a_settings_error(choice, no_gpu):
 def test_a_cuda_index_beyond_the_devices_is_a_settings_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device("cuda:0") == device.Device("cuda", 0) and str(resolve_device("cuda:0")) == "cuda:0"
     with pytest.raises(SettingsError, match="does not exist"):
         resolve_device("cuda:1")
 

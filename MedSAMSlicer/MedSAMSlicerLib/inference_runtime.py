@@ -7,10 +7,12 @@ two AVX2 cores: the LiteMedSAM encoder takes 1.26 s per slice in PyTorch, 0.59 s
 and 0.53 s in OpenVINO (MedSAM ViT-B: 12.6 s, 6.8 s, 5.5 s); the box decoder 68 ms in PyTorch and
 33 ms in OpenVINO. Outputs agree with PyTorch's to about 1e-5 (OpenVINO is held to fp32: it would
 otherwise use bf16 where the CPU has it), so masks are the same; the tests and the benchmark
-check that. Without a runtime, or when an export fails, PyTorch runs the network.
+check that. Without a runtime, or when an export fails, PyTorch runs the network. With the exports
+cached, nothing here imports PyTorch.
 """
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import os
 import threading
@@ -20,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .slice_model import SliceModel
 
 #: ``auto`` takes the first installed of OpenVINO and ONNX Runtime, else PyTorch
@@ -64,22 +66,31 @@ def cache_folder() -> Path:
     return Path(os.environ.get("MEDSAM_SLICER_CACHE") or Path.home() / ".cache" / "medsam-slicer")
 
 
-def export_onnx(module: Callable[[], nn.Module], examples: Sequence[torch.Tensor], names: Sequence[str],
+def export_onnx(module: Callable[[], "nn.Module"], examples: Sequence[np.ndarray], names: Sequence[str],
                 path: Path) -> Path:
-    """Export the network ``module()`` gives (fixed shapes, fp32) to ``path`` once; a complete file is reused
-    without calling ``module`` (building the PyTorch network is most of a cached run's start-up)."""
+    """Export the network ``module()`` gives (fixed shapes, fp32, ``examples`` its inputs) to ``path`` once; a
+    complete file is reused without calling ``module`` (building the PyTorch network, and importing PyTorch, are
+    most of a cached run's start-up)."""
     from .image_io import atomic_output
 
     if path.is_file():
         os.utime(path)  # its time is its last use, for trim_exports
         return path
+    import torch
+
     network = module()
+    inputs = tuple(torch.from_numpy(np.asarray(example, dtype=np.float32)) for example in examples)
     with atomic_output(path) as temporary, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            torch.onnx.export(network.cpu().eval(), tuple(examples), str(temporary), input_names=list(names),
+            torch.onnx.export(network.cpu().eval(), inputs, str(temporary), input_names=list(names),
                               output_names=["output"], dynamo=True, external_data=False, verbose=False)
     return path
+
+
+def torch_version() -> str:
+    """The installed PyTorch's release (``2.14.1``), part of an export's name, read without importing PyTorch."""
+    return importlib.metadata.version("torch").split("+")[0]
 
 
 def trim_exports(folder: Path, budget: int, keep: Sequence[Path] = ()) -> List[Path]:
@@ -137,21 +148,6 @@ class CompiledNetwork:
             return self._run([np.ascontiguousarray(x, dtype=np.float32) for x in inputs])
 
 
-class BoxDecoder(nn.Module):
-    """Prompt encoder and mask decoder for one box on one embedding: what a prompt costs, as one exportable network."""
-
-    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module):
-        super().__init__()
-        self.prompt_encoder, self.mask_decoder = prompt_encoder, mask_decoder
-
-    def forward(self, embedding: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-        sparse, dense = self.prompt_encoder(points=None, boxes=box[:, None, :], masks=None)
-        logits, _ = self.mask_decoder(image_embeddings=embedding, image_pe=self.prompt_encoder.get_dense_pe(),
-                                      sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                      multimask_output=False)
-        return logits
-
-
 class RuntimeNetworks:
     """A model's encoder (``encode``) and box decoder (``decode_boxes``) under one runtime.
 
@@ -164,18 +160,18 @@ class RuntimeNetworks:
         #: the encoder's arithmetic: ``fp32``, or ``int8`` (``quantization``; its embeddings are cached apart)
         self.precision = precision
 
-    def encode(self, batch: np.ndarray) -> torch.Tensor:
+    def encode(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings ``(B, 256, 64, 64)`` float32 for prepared inputs ``(B, 3, S, S)``, one slice per call."""
-        return torch.from_numpy(np.concatenate([self._encoder(batch[n:n + 1]) for n in range(len(batch))]))
+        return np.concatenate([self._encoder(batch[n:n + 1]) for n in range(len(batch))])
 
-    def decode_boxes(self, embedding: torch.Tensor, boxes: np.ndarray) -> torch.Tensor:
+    def decode_boxes(self, embedding: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Low-resolution logits ``(N, 1, 256, 256)`` for ``N`` boxes in model space on one embedding."""
-        embedding = embedding.to(torch.float32).cpu().numpy()[None]
-        return torch.from_numpy(np.concatenate([self.box_decoder(embedding, box[None]) for box in boxes]))
+        embedding = np.asarray(embedding, dtype=np.float32)[None]
+        return np.concatenate([self.box_decoder(embedding, box[None]) for box in boxes])
 
 
-def compiled_export(runtime: str, module: Callable[[], nn.Module], examples: Sequence[torch.Tensor], names: Sequence[str],
-                    path: Path) -> CompiledNetwork:
+def compiled_export(runtime: str, module: Callable[[], "nn.Module"], examples: Sequence[np.ndarray],
+                    names: Sequence[str], path: Path) -> CompiledNetwork:
     """``module()`` exported to ``path`` (unless cached) and compiled under ``runtime``.
 
     A cached export that does not compile (truncated, corrupt) is deleted and exported again once:
@@ -191,6 +187,12 @@ def compiled_export(runtime: str, module: Callable[[], nn.Module], examples: Seq
     path.unlink(missing_ok=True)
     export_onnx(module, examples, names, path)
     return CompiledNetwork(runtime, path, names)
+
+
+def _box_decoder(model: "SliceModel") -> "nn.Module":
+    """The model's box decoder as one PyTorch network (imports PyTorch, builds the model's network)."""
+    from .box_decoder import BoxDecoder
+    return BoxDecoder(model.prompt_encoder, model.mask_decoder)
 
 
 def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional[Path] = None,
@@ -209,11 +211,11 @@ def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional
         return None
     safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.cache_id)
     input_size = model.input_size
-    stem = (folder or cache_folder()) / "onnx" / f"{safe_id}-{input_size}-torch{torch.__version__.split('+')[0]}"
+    stem = (folder or cache_folder()) / "onnx" / f"{safe_id}-{input_size}-torch{torch_version()}"
     encoder_path = stem.with_name(stem.name + "-encoder.onnx")
     decoder_path = stem.with_name(stem.name + "-box-decoder.onnx")
     try:
-        image = [torch.zeros(1, 3, input_size, input_size)]
+        image = [np.zeros((1, 3, input_size, input_size), dtype=np.float32)]
         kept = [encoder_path, decoder_path]
         if not int8:
             encoder = compiled_export(runtime, lambda: model.image_encoder, image, ["image"], encoder_path)
@@ -223,8 +225,8 @@ def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional
                                           model.prepare)
             encoder = CompiledNetwork(runtime, int8_path, ["image"])
             kept += [int8_path, int8_path.with_suffix(".bin")]
-        decoder = compiled_export(runtime, lambda: BoxDecoder(model.prompt_encoder, model.mask_decoder),
-                                  [torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
+        decoder = compiled_export(runtime, lambda: _box_decoder(model), [np.zeros((1, 256, 64, 64), dtype=np.float32),
+                                                                       np.array([[0.0, 0.0, 8.0, 8.0]], dtype=np.float32)],
                                   ["embedding", "box"], decoder_path)
         trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=kept)
         return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8 else "fp32")

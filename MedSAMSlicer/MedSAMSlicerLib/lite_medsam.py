@@ -10,10 +10,8 @@ from typing import Tuple
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from .slice_model import SliceModel, min_max_normalise
+from .slice_model import SliceModel, min_max_normalise, resize_bilinear, sigmoid
 
 
 def resized_shape(slice_shape: Tuple[int, int], target: int) -> Tuple[int, int]:
@@ -41,8 +39,7 @@ class LiteMedSamSliceModel(SliceModel):
         ratio = self.input_size / max(slice_shape)
         return np.trunc(coords * ratio)
 
-    def probabilities(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
+    def probabilities(self, logits: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
         new_h, new_w = self.content_shape(slice_shape)
-        logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        logits = F.interpolate(logits[..., :new_h, :new_w], size=tuple(slice_shape), mode="bilinear", align_corners=False)
-        return torch.sigmoid(logits)
+        logits = resize_bilinear(logits, (self.input_size, self.input_size))
+        return sigmoid(resize_bilinear(logits[..., :new_h, :new_w], slice_shape))

@@ -9,11 +9,9 @@ sigmoid of the logits, resized bilinearly to the slice, above 0.5.
 from typing import Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from skimage.transform import resize
 
-from .slice_model import SliceModel, min_max_normalise
+from .slice_model import SliceModel, min_max_normalise, resize_bilinear, sigmoid
 
 
 class MedSamVitSliceModel(SliceModel):
@@ -33,5 +31,5 @@ class MedSamVitSliceModel(SliceModel):
         height, width = slice_shape
         return coords / np.array([width, height]) * self.input_size
 
-    def probabilities(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
-        return F.interpolate(torch.sigmoid(logits), size=tuple(slice_shape), mode="bilinear", align_corners=False)
+    def probabilities(self, logits: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        return resize_bilinear(sigmoid(logits), slice_shape)

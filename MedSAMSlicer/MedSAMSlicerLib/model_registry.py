@@ -128,7 +128,7 @@ def _slice_model(model_id: str, checkpoint: Optional[Union[str, Path]], device: 
     from .device import resolve_device
 
     spec = model_spec(model_id)
-    torch_device = resolve_device(device)
+    resolved = resolve_device(device)
     if checkpoint is None:
         if spec.architecture != "lite":
             raise CheckpointError(
@@ -148,9 +148,9 @@ def _slice_model(model_id: str, checkpoint: Optional[Union[str, Path]], device: 
 
     if spec.pipeline == "lite":
         from .lite_medsam import LiteMedSamSliceModel
-        return LiteMedSamSliceModel(model_id, load_network, torch_device, fingerprint)
+        return LiteMedSamSliceModel(model_id, load_network, resolved, fingerprint)
     if spec.pipeline == "medsam":
         from .medsam_vit import MedSamVitSliceModel
-        return MedSamVitSliceModel(model_id, load_network, torch_device, fingerprint)
+        return MedSamVitSliceModel(model_id, load_network, resolved, fingerprint)
     from .sam_vit import SamVitSliceModel
-    return SamVitSliceModel(model_id, load_network, torch_device, fingerprint)
+    return SamVitSliceModel(model_id, load_network, resolved, fingerprint)

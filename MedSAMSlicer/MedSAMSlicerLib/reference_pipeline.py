@@ -22,10 +22,10 @@ def reference_medsam_vit(model: SliceModel, img_np: np.ndarray, box_np: np.ndarr
     H, W, _ = img_3c.shape
     img_1024 = transform.resize(img_3c, (1024, 1024), order=3, preserve_range=True, anti_aliasing=True).astype(np.uint8)
     img_1024 = (img_1024 - img_1024.min()) / np.clip(img_1024.max() - img_1024.min(), a_min=1e-8, a_max=None)
-    img_1024_tensor = torch.tensor(img_1024).float().permute(2, 0, 1).unsqueeze(0).to(model.device)
+    img_1024_tensor = torch.tensor(img_1024).float().permute(2, 0, 1).unsqueeze(0).to(model.torch_device)
     box_1024 = box_np / np.array([W, H, W, H]) * 1024
     image_embedding = model.image_encoder(img_1024_tensor)
-    box_torch = torch.as_tensor(box_1024[None, :], dtype=torch.float, device=model.device)[:, None, :]
+    box_torch = torch.as_tensor(box_1024[None, :], dtype=torch.float, device=model.torch_device)[:, None, :]
     sparse, dense = model.prompt_encoder(points=None, boxes=box_torch, masks=None)
     low_res_logits, _ = model.mask_decoder(image_embeddings=image_embedding, image_pe=model.prompt_encoder.get_dense_pe(),
                                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
@@ -44,10 +44,10 @@ def reference_lite_medsam(model: SliceModel, img_2d: np.ndarray, box: np.ndarray
     img_256 = cv2.resize(img_3c, (new_w, new_h), interpolation=cv2.INTER_AREA)
     img_256 = (img_256 - img_256.min()) / np.clip(img_256.max() - img_256.min(), a_min=1e-8, a_max=None)
     img_256 = np.pad(img_256, ((0, 256 - new_h), (0, 256 - new_w), (0, 0)))
-    img_256_tensor = torch.tensor(img_256).float().permute(2, 0, 1).unsqueeze(0).to(model.device)
+    img_256_tensor = torch.tensor(img_256).float().permute(2, 0, 1).unsqueeze(0).to(model.torch_device)
     image_embedding = model.image_encoder(img_256_tensor)
     box_256 = np.array([int(c * scale) for c in box], dtype=float)
-    box_torch = torch.as_tensor(box_256[None, None, :], dtype=torch.float, device=model.device)
+    box_torch = torch.as_tensor(box_256[None, None, :], dtype=torch.float, device=model.torch_device)
     sparse, dense = model.prompt_encoder(points=None, boxes=box_torch, masks=None)
     logits, _ = model.mask_decoder(image_embeddings=image_embedding, image_pe=model.prompt_encoder.get_dense_pe(),
                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)

@@ -12,6 +12,7 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from .device import Device
 from .slice_model import SliceModel
 
 
@@ -19,7 +20,7 @@ class SamVitSliceModel(SliceModel):
     input_size = 1024
     multimask_oracle = True  # SAM answers an ambiguous click with three masks; the evaluation's oracle picks one
 
-    def __init__(self, model_id: str, load_network: Callable[[], Sam], device: torch.device, fingerprint: str):
+    def __init__(self, model_id: str, load_network: Callable[[], Sam], device: Device, fingerprint: str):
         super().__init__(model_id, load_network, device, fingerprint)
         self.transform = ResizeLongestSide(self.input_size)
 
@@ -43,9 +44,15 @@ class SamVitSliceModel(SliceModel):
     def model_coords(self, coords: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
         return self.transform.apply_coords(coords, tuple(slice_shape))
 
-    def probabilities(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
-        return torch.sigmoid(self.sam.postprocess_masks(logits, self.content_shape(slice_shape), tuple(slice_shape)))
+    def _upscaled(self, logits: np.ndarray, slice_shape: Tuple[int, int]) -> torch.Tensor:
+        """SAM's own ``postprocess_masks`` (resize to 1024, crop the padding, resize to the slice) on the logits."""
+        with torch.inference_mode():
+            return self.sam.postprocess_masks(torch.from_numpy(np.ascontiguousarray(logits)).to(self.torch_device),
+                                              self.content_shape(slice_shape), tuple(slice_shape))
 
-    def postprocess(self, logits: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
-        masks = self.sam.postprocess_masks(logits, self.content_shape(slice_shape), tuple(slice_shape))
-        return masks > self.sam.mask_threshold  # SAM's own threshold on the logits, exactly as SamPredictor
+    def probabilities(self, logits: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        return torch.sigmoid(self._upscaled(logits, slice_shape)).float().cpu().numpy()
+
+    def postprocess(self, logits: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        # SAM's own threshold on the logits, exactly as SamPredictor
+        return (self._upscaled(logits, slice_shape) > self.sam.mask_threshold).cpu().numpy()

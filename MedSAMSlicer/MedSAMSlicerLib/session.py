@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from .crop_window import CropWindow
 from .embedding_cache import EmbeddingCache, image_identity
@@ -70,7 +69,7 @@ class SegmentationSession:
         """Queue embeddings in the background; returns their futures."""
         return self.worker.request(self.source(axis, window), indices, priority)
 
-    def embedding(self, index: int, axis: int = 2, window: Optional[CropWindow] = None) -> torch.Tensor:
+    def embedding(self, index: int, axis: int = 2, window: Optional[CropWindow] = None) -> np.ndarray:
         """The slice's (or its crop's) embedding: from the cache, else encoded ahead of everything queued."""
         return self.worker.request(self.source(axis, window), [index], priority=float("-inf"))[index].result()
 
@@ -90,7 +89,7 @@ class SegmentationSession:
         return probability if window is None else window.paste(probability, shape)
 
     def segment_slice(self, index: int, boxes: Sequence[np.ndarray], axis: int = 2,
-                      embedding: Optional[torch.Tensor] = None,
+                      embedding: Optional[np.ndarray] = None,
                       decoded: Optional[Callable[[int], None]] = None) -> np.ndarray:
         """The union of the masks of ``boxes`` (slice pixels, ``(x0, y0, x1, y1)``) on one slice, ``(H, W)`` bool.
 

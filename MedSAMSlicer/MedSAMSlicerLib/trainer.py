@@ -16,7 +16,7 @@ DistributedDataParallel averages the gradients; only the first process writes fi
 
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -33,15 +33,14 @@ from .errors import CheckpointError, SettingsError
 from .image_io import paired_images
 from .output_files import atomic_output
 from .metrics import dice
-from .model_registry import DEFAULT_MODEL, load_model, model_spec
+from .model_registry import load_model
 from .prompt_simulation import bounding_box, loosen_box
 from .segmentation_loss import dice_bce_loss
 from .slice_model import SliceModel
-from .training_data import (MIN_OBJECT_PIXELS, MIN_OBJECT_VOXELS, TrainingCase, TrainingSample, load_case,
-                            sample_mask, samples_of, split_by_case)
+from .training_config import TrainingConfig
+from .training_data import TrainingCase, TrainingSample, load_case, sample_mask, samples_of, split_by_case
 from .training_log import plot_history, write_history
 
-TRAIN_MODES = ("decoder", "encoder+decoder")
 CHECKPOINT_FILE = "checkpoint.pth"
 MODEL_FILE = "model.pth"
 LOG_FILE = "training_log.csv"
@@ -52,51 +51,6 @@ RESUMABLE_CHANGES = ("epochs", "device", "amp")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Log = Callable[[str], None]
-
-
-@dataclass
-class TrainingConfig:
-    model: str = DEFAULT_MODEL
-    checkpoint: Optional[str] = None  # starting weights (the embedded ones for lite-medsam when None)
-    train: str = "decoder"  # or "encoder+decoder"
-    epochs: int = 10
-    batch_size: int = 4
-    accumulate: int = 1  # batches per optimizer step
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    jitter: int = 20  # box sides loosened by 0..jitter px
-    validation_fraction: float = 0.2
-    validation_cases: Tuple[str, ...] = ()  # image file names to validate on (instead of a random share)
-    seed: int = 0
-    window: str = "auto"
-    axis: int = 2
-    min_object_voxels: int = MIN_OBJECT_VOXELS
-    min_object_pixels: int = MIN_OBJECT_PIXELS
-    device: str = "auto"
-    amp: bool = True  # bfloat16 autocast on a GPU that supports it; never on the CPU
-
-    def check(self) -> None:
-        model_spec(self.model)
-        if self.train not in TRAIN_MODES:
-            raise SettingsError(f"--train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
-        for name in ("epochs", "batch_size", "accumulate"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be 1 or more, got {getattr(self, name)}")
-        for name in ("jitter", "min_object_voxels", "min_object_pixels"):
-            if getattr(self, name) < 0:
-                raise SettingsError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if not (self.learning_rate > 0 and self.weight_decay >= 0):
-            raise SettingsError("the learning rate must be above 0 and the weight decay 0 or more")
-
-    @property
-    def train_encoder(self) -> bool:
-        return self.train == "encoder+decoder"
-
-    def as_record(self) -> Dict[str, object]:
-        """The settings as plain values, as stored in the checkpoint."""
-        record = asdict(self)
-        record["validation_cases"] = list(self.validation_cases)
-        return record
 
 
 @dataclass
@@ -199,19 +153,19 @@ class Trainer:
         """What the network's forward takes: prepared images (encoder trained) or cached embeddings."""
         if self.config.train_encoder:
             images = [self.model.prepare(self.cases[s.case].source.slice(s.index)) for s in samples]
-            return torch.from_numpy(np.stack(images).astype(np.float32)).to(self.model.device)
+            return torch.from_numpy(np.stack(images).astype(np.float32)).to(self.model.torch_device)
         embeddings = [self.cache.get(self._key(s)) for s in samples]
         missing = [s for s, e in zip(samples, embeddings) if e is None]
         if missing:
             raise RuntimeError(f"{len(missing)} embedding(s) are missing from the cache (first: {missing[0]})")
-        return torch.stack(embeddings).to(self.model.device)
+        return torch.from_numpy(np.stack(embeddings)).to(self.model.torch_device)
 
     def _boxes(self, masks: Sequence[np.ndarray], rng: Optional[np.random.Generator]) -> torch.Tensor:
         boxes = [self.model.model_boxes(self._box(mask, rng)[None], mask.shape)[0] for mask in masks]
-        return torch.as_tensor(np.stack(boxes), dtype=torch.float, device=self.model.device)
+        return torch.as_tensor(np.stack(boxes), dtype=torch.float, device=self.model.torch_device)
 
     def _targets(self, masks: Sequence[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.model.prepare_mask(m) for m in masks])[:, None]).to(self.model.device)
+        return torch.from_numpy(np.stack([self.model.prepare_mask(m) for m in masks])[:, None]).to(self.model.torch_device)
 
     def _input_size_logits(self, logits: torch.Tensor) -> torch.Tensor:
         size = self.model.input_size
@@ -276,7 +230,7 @@ class Trainer:
             with self.autocast:
                 logits = self.network(self._inputs([sample]), self._boxes([mask], None))
             loss_sum += float(dice_bce_loss(self._input_size_logits(logits), self._targets([mask])))
-            dsc_sum += dice(mask, self.model.postprocess(logits.float(), mask.shape)[0, 0].cpu().numpy())
+            dsc_sum += dice(mask, self.model.postprocess(logits.float().cpu().numpy(), mask.shape)[0, 0])
             self.progress("validating", number, len(samples))
         loss_sum, dsc_sum, count = self.distributed.total(loss_sum, dsc_sum, len(samples))
         return loss_sum / count, dsc_sum / count

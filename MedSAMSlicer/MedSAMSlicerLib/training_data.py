@@ -20,9 +20,7 @@ from .geometry import array_dim, check_axis, occupied_slices, slice_indexer
 from .image_io import read_image, read_label_image
 from .intensity import IntensitySettings, normalize_volume
 from .slice_source import SliceSource
-
-MIN_OBJECT_VOXELS = 1000
-MIN_OBJECT_PIXELS = 100
+from .training_config import MIN_OBJECT_PIXELS, MIN_OBJECT_VOXELS
 
 
 @dataclass(frozen=True, eq=False)
