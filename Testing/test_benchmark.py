@@ -5,6 +5,7 @@ holds the measured table).
 """
 
 import json
+import math
 
 import pytest
 
@@ -31,8 +32,11 @@ def test_benchmark_compares_the_paths_on_the_same_slices_and_writes_its_report(t
     assert report.peak_resident_mib > 0 and report.matmul_peak_gflops > 0
     if result.runtime == "openvino" and quantization.int8_unavailable() is None:  # the int8 encoder, same slices
         assert 0.9 <= result.int8_mean_mask_iou <= 1 and result.int8_min_mask_iou <= result.int8_mean_mask_iou
-        assert result.int8_engine_seconds_per_slice > 0 and 0 < result.int8_encoder_share_of_int8_peak < 2
-        assert report.int8_matmul_peak_gops > 0
+        assert result.int8_engine_seconds_per_slice > 0
+        if math.isnan(report.int8_matmul_peak_gops):  # this CPU's int8 product is emulated, slower than fp32's
+            assert math.isnan(result.int8_encoder_share_of_int8_peak)
+        else:
+            assert report.int8_matmul_peak_gops > 0 and 0 < result.int8_encoder_share_of_int8_peak < 2
     # whole processes, as a user runs them: each one's result is read back and scored
     assert result.startup_seconds > 0 and result.naive_volume_seconds == pytest.approx(
         result.reference_seconds_per_slice * 40)

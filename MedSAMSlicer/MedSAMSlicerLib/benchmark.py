@@ -321,6 +321,8 @@ def run_benchmark(models: List[Tuple[str, Optional[str]]], device: str = "auto",
 
     torch_device = torch.device(str(resolve_device(device)))
     peaks = matmul_peak_gflops(torch_device), int8_matmul_peak_gops(torch_device)
+    if peaks[1] < peaks[0]:  # an emulated int8 product (no VNNI, no int8 GPU kernel): no yardstick for int8
+        peaks = peaks[0], float("nan")
     report = BenchmarkReport(device_label(torch_device), platform.machine(), torch.get_num_threads(),
                              torch.__version__, *peaks)
     log(f"{report.device}: dense matmul peak {peaks[0]:.0f} GFLOP/s fp32, {peaks[1]:.0f} GOP/s int8")
