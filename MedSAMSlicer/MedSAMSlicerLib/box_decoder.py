@@ -22,4 +22,3 @@ class BoxDecoder(nn.Module):
                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                       multimask_output=False)
         return logits
-

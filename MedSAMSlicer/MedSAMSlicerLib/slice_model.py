@@ -7,7 +7,7 @@ each published pipeline's own resampling, box mapping and mask post-processing.
 The PyTorch network is built, and its weights read, only when something needs it (training,
 click prompts, PyTorch inference, a missing export): with its exports cached, a run under an
 optimised runtime never builds it, nor even imports PyTorch (1-3 s of every start-up): embeddings
-are numpy arrays, and box masks are post-processed with OpenCV (``inference_runtime``).
+are numpy arrays, and box masks are post-processed in numpy (``resize_bilinear``, ``inference_runtime``).
 """
 
 import threading
@@ -43,6 +43,8 @@ def resize_bilinear(planes: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     does it: the published post-processing without importing PyTorch (the same weights; values equal to float
     rounding, tested against PyTorch)."""
     planes = np.asarray(planes, dtype=np.float32)
+    if planes.shape[-2:] == tuple(shape):  # every weight is 1 on its own pixel: the identity, without the gathers
+        return planes
     low, high, low_weight, high_weight = _bilinear_taps(planes.shape[-2], shape[0])
     rows = planes[..., low, :] * low_weight[:, None] + planes[..., high, :] * high_weight[:, None]
     low, high, low_weight, high_weight = _bilinear_taps(planes.shape[-1], shape[1])
