@@ -9,7 +9,7 @@ import pytest
 
 from MedSAMSlicerLib.geometry import ImageGeometry
 from MedSAMSlicerLib.interpolation import interpolate_boxes, pair_boxes
-from MedSAMSlicerLib.measurements import longest_diameter_in_volume_mm, longest_diameter_mm, volume_ml
+from MedSAMSlicerLib.measurements import convex_hull, longest_diameter_in_volume_mm, longest_diameter_mm, volume_ml
 
 
 def box(*values):
@@ -215,3 +215,18 @@ def test_longest_diameter_in_volume_picks_the_largest_cross_section(axis):
     assert diameter == pytest.approx(math.hypot(17 * sx, 14 * sy))
     expected_spacing = {0: (0.8, 2.0), 1: (0.5, 2.0), 2: (0.5, 0.8)}[axis]
     assert (sx, sy) == expected_spacing
+
+
+def test_convex_hull_keeps_exactly_the_extreme_points():
+    square = np.array([[0, 0], [2, 0], [2, 2], [0, 2], [1, 1], [1, 0], [0, 0]], dtype=float)  # inner, edge, repeat
+    assert sorted(map(tuple, convex_hull(square).tolist())) == [(0, 0), (0, 2), (2, 0), (2, 2)]
+    line = np.array([[0, 0], [1, 1], [3, 3], [2, 2]], dtype=float)
+    assert sorted(map(tuple, convex_hull(line).tolist())) == [(0, 0), (3, 3)]
+    assert convex_hull(np.array([[1.5, 2.5]])).tolist() == [[1.5, 2.5]]
+    rng = np.random.default_rng(5)
+    points = rng.normal(size=(300, 2))
+    hull = convex_hull(points)
+    for index in range(len(hull)):  # every point lies on the inner side of every hull edge (counter-clockwise)
+        edge = hull[(index + 1) % len(hull)] - hull[index]
+        offsets = points - hull[index]
+        assert (edge[0] * offsets[:, 1] - edge[1] * offsets[:, 0] >= -1e-12).all()

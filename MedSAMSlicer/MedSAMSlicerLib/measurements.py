@@ -1,9 +1,8 @@
 """What a radiologist reads off a segmentation: its volume in mL and its longest in-plane diameter in mm."""
 
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
 
 from .geometry import ImageGeometry, occupied_slices, take_slice
 
@@ -25,13 +24,31 @@ def longest_diameter_mm(slice_mask: np.ndarray, spacing_xy: Tuple[float, float])
     starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
     rows, first, last = ys[starts], np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts) + 1
     corners = np.concatenate([np.c_[x, rows + dy] for x in (first, last) for dy in (0, 1)]).astype(float)
-    corners = corners * np.asarray(spacing_xy, dtype=float)
-    try:
-        corners = corners[ConvexHull(corners).vertices]
-    except QhullError:  # collinear points (a one-pixel-wide line): all of them are extreme
-        pass
+    corners = convex_hull(corners * np.asarray(spacing_xy, dtype=float))
     differences = corners[:, None, :] - corners[None, :, :]
     return float(np.sqrt((differences ** 2).sum(-1)).max())
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """The vertices of the convex hull of ``(N, 2)`` points (Andrew's monotone chain; collinear points dropped).
+
+    Written out rather than taken from scipy.spatial, whose import alone costs a third of a second
+    of every ``segment`` run's start-up; the row extremes it gets number a few hundred per slice.
+    """
+    ordered = sorted(set(map(tuple, points.tolist())))
+    if len(ordered) <= 2:
+        return np.array(ordered, dtype=float)
+
+    def chain(sequence) -> List[Tuple[float, float]]:
+        kept: List[Tuple[float, float]] = []
+        for x, y in sequence:
+            while len(kept) >= 2 and ((kept[-1][0] - kept[-2][0]) * (y - kept[-2][1])
+                                      - (kept[-1][1] - kept[-2][1]) * (x - kept[-2][0])) <= 0:
+                kept.pop()
+            kept.append((x, y))
+        return kept
+
+    return np.array(chain(ordered)[:-1] + chain(reversed(ordered))[:-1], dtype=float)
 
 
 def longest_diameter_in_volume_mm(mask_kji: np.ndarray, geometry: ImageGeometry, axis: int) -> Tuple[float, int]:
