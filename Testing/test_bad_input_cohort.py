@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from MedSAMSlicerLib import cohort_segmentation
+from MedSAMSlicerLib.cases import cohort_segmentation
 
 
 def cohort(w, names=("a_case", "b_case", "c_case")):

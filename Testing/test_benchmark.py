@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from MedSAMSlicerLib import quantization
-from MedSAMSlicerLib.benchmark import run_benchmark, summary_table, write_report
+from MedSAMSlicerLib.models import quantization
+from MedSAMSlicerLib.evaluation.benchmark import run_benchmark, summary_table, write_report
 from MedSAMSlicerLib.cli import main
 
 

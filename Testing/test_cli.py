@@ -12,11 +12,11 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from MedSAMSlicerLib.file_segmentation import read_case, segment_case
-from MedSAMSlicerLib.image_io import write_image
-from MedSAMSlicerLib.metrics import dice
-from MedSAMSlicerLib.prompt_file import write_prompt_file
-from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.cases.file_segmentation import read_case, segment_case
+from MedSAMSlicerLib.files.image_io import write_image
+from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.files.prompt_file import write_prompt_file
+from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 
 ENGINE_DIR = Path(__file__).resolve().parents[1] / "MedSAMSlicer"
 
@@ -173,7 +173,7 @@ def test_sample_writes_a_phantom_and_prompts(tmp_path):
 def test_evaluate_scores_models_side_by_side_and_writes_the_report(tmp_path):
     import shutil
 
-    from MedSAMSlicerLib.model_registry import embedded_lite_checkpoint
+    from MedSAMSlicerLib.models.model_registry import embedded_lite_checkpoint
 
     for folder in ("images", "labels"):
         (tmp_path / folder).mkdir()

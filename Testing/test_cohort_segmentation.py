@@ -6,12 +6,12 @@ import json
 import pytest
 
 from MedSAMSlicerLib.cli import main
-from MedSAMSlicerLib.cohort_segmentation import (cases_from_csv, cases_from_folders, parse_shard, segment_cohort)
+from MedSAMSlicerLib.cases.cohort_segmentation import (cases_from_csv, cases_from_folders, parse_shard, segment_cohort)
 from MedSAMSlicerLib.errors import ImageError, SettingsError
-from MedSAMSlicerLib.image_io import read_image, write_image
-from MedSAMSlicerLib.metrics import dice
-from MedSAMSlicerLib.prompt_file import write_prompt_file
-from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.files.image_io import read_image, write_image
+from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.files.prompt_file import write_prompt_file
+from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib import embedding_cache
-from MedSAMSlicerLib.embedding_cache import EMBEDDING_SHAPE, EmbeddingCache, EmbeddingKey, image_identity
+from MedSAMSlicerLib.volume import embedding_cache
+from MedSAMSlicerLib.volume.embedding_cache import EMBEDDING_SHAPE, EmbeddingCache, EmbeddingKey, image_identity
 
 FP32_BYTES = 256 * 64 * 64 * 4
 FP16_BYTES = FP32_BYTES // 2

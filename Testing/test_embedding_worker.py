@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib.device import CPU
-from MedSAMSlicerLib.embedding_cache import EMBEDDING_SHAPE, EmbeddingCache, image_identity
-from MedSAMSlicerLib.embedding_worker import EmbeddingWorker
-from MedSAMSlicerLib.slice_model import SliceModel
-from MedSAMSlicerLib.slice_source import SliceSource
+from MedSAMSlicerLib.models.device import CPU
+from MedSAMSlicerLib.volume.embedding_cache import EMBEDDING_SHAPE, EmbeddingCache, image_identity
+from MedSAMSlicerLib.volume.embedding_worker import EmbeddingWorker
+from MedSAMSlicerLib.models.slice_model import SliceModel
+from MedSAMSlicerLib.volume.slice_source import SliceSource
 
 TIMEOUT = 10  # seconds; only reached when something is broken
 

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib.evaluation import evaluate_case, evaluate_target, fill_boxes, iterative_clicks, oracle_mask
-from MedSAMSlicerLib.intensity import IntensitySettings
-from MedSAMSlicerLib.prompt_simulation import PointPrompt, farthest_from_boundary
-from MedSAMSlicerLib.sample_data import make_phantom
-from MedSAMSlicerLib.session import SegmentationSession
+from MedSAMSlicerLib.evaluation.volume_evaluation import evaluate_case, evaluate_target, fill_boxes, iterative_clicks, oracle_mask
+from MedSAMSlicerLib.volume.intensity import IntensitySettings
+from MedSAMSlicerLib.prompts.prompt_simulation import PointPrompt, farthest_from_boundary
+from MedSAMSlicerLib.files.sample_data import make_phantom
+from MedSAMSlicerLib.volume.session import SegmentationSession
 
 
 def test_fill_boxes_is_inclusive_of_whole_pixels():
@@ -60,7 +60,7 @@ class ComponentModel:
     """
 
     def __init__(self, truth, multimask_oracle):
-        from MedSAMSlicerLib.prompt_simulation import components
+        from MedSAMSlicerLib.prompts.prompt_simulation import components
         self.parts = components(truth, limit=None)
         self.multimask_oracle = multimask_oracle
         self.calls = []

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from MedSAMSlicerLib import inference_runtime
+from MedSAMSlicerLib.models import inference_runtime
 from MedSAMSlicerLib.errors import CheckpointError, SettingsError
-from MedSAMSlicerLib.inference_runtime import compile_networks, installed_runtimes, trim_exports
-from MedSAMSlicerLib.metrics import iou
-from MedSAMSlicerLib.model_registry import embedded_lite_checkpoint, load_model
+from MedSAMSlicerLib.models.inference_runtime import compile_networks, installed_runtimes, trim_exports
+from MedSAMSlicerLib.evaluation.metrics import iou
+from MedSAMSlicerLib.models.model_registry import embedded_lite_checkpoint, load_model
 
 
 def compiled(model, choice, folder):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from MedSAMSlicerLib.errors import ImageError, SettingsError
-from MedSAMSlicerLib.intensity import CT_PRESETS, IntensitySettings, normalize_volume
+from MedSAMSlicerLib.volume.intensity import CT_PRESETS, IntensitySettings, normalize_volume
 
 PRESETS = [("soft-tissue", 400, 40), ("lung", 1500, -160), ("brain", 80, 40)]
 

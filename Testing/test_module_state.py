@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from MedSAMSlicerLib.background_job import BackgroundJob
+from MedSAMSlicerLib.volume.background_job import BackgroundJob
 from MedSAMSlicerLib.module_state import (EMBED_THEN_SEGMENT, NOTHING, SEGMENT_NOW, WidgetFacts,
                                           action_for_prompt_change, enabled_actions)
 

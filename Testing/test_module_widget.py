@@ -10,9 +10,9 @@ import types
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib import quantization
+from MedSAMSlicerLib.models import quantization
 from MedSAMSlicerLib.errors import SettingsError
-from MedSAMSlicerLib.metrics import dice
+from MedSAMSlicerLib.evaluation.metrics import dice
 from slicer_harness import FakeApplication, install
 
 MedSAMSlicer = install()
@@ -21,7 +21,7 @@ import slicer  # noqa: E402
 
 @pytest.fixture
 def scene_with_phantom():
-    from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
+    from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 
     slicer.mrmlScene.Clear()
     phantom = make_phantom(size=(48, 40, 8), spacing=(0.8, 0.9, 2.5), radii_mm=(8.0, 7.0, 8.0))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from MedSAMSlicerLib.metrics import dice, iou
-from MedSAMSlicerLib.model_registry import load_model
+from MedSAMSlicerLib.evaluation.metrics import dice, iou
+from MedSAMSlicerLib.models.model_registry import load_model
 
 LITE_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
 

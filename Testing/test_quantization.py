@@ -5,15 +5,15 @@ import importlib.util
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib import quantization
+from MedSAMSlicerLib.models import quantization
 from MedSAMSlicerLib.errors import SettingsError
-from MedSAMSlicerLib.intensity import IntensitySettings
-from MedSAMSlicerLib.metrics import dice
-from MedSAMSlicerLib.model_registry import LITE_MEDSAM_SHA256, load_model
-from MedSAMSlicerLib.quantization import choose_precision
-from MedSAMSlicerLib.refinement import REFINED
-from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
-from MedSAMSlicerLib.session import SegmentationSession
+from MedSAMSlicerLib.volume.intensity import IntensitySettings
+from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.models.model_registry import LITE_MEDSAM_SHA256, load_model
+from MedSAMSlicerLib.models.quantization import choose_precision
+from MedSAMSlicerLib.volume.refinement import REFINED
+from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.volume.session import SegmentationSession
 
 
 def test_auto_is_fp32_unless_the_weights_passed_the_gate_and_never_in_the_published_mode(monkeypatch):

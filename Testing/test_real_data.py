@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from MedSAMSlicerLib.evaluation import evaluate_case
-from MedSAMSlicerLib.image_io import read_image, read_label_image
-from MedSAMSlicerLib.intensity import IntensitySettings
-from MedSAMSlicerLib.refinement import MODES, refinement_for
-from MedSAMSlicerLib.session import SegmentationSession
+from MedSAMSlicerLib.evaluation.volume_evaluation import evaluate_case
+from MedSAMSlicerLib.files.image_io import read_image, read_label_image
+from MedSAMSlicerLib.volume.intensity import IntensitySettings
+from MedSAMSlicerLib.volume.refinement import MODES, refinement_for
+from MedSAMSlicerLib.volume.session import SegmentationSession
 
 SAMPLE = Path(__file__).parent / "data" / "mni152"
 LESION_SAMPLE = Path(__file__).parent / "data" / "mni152_lesion"

@@ -1,6 +1,6 @@
 """The engine's cached, batched path gives the masks of the published MedSAM pipelines.
 
-Each reference (``MedSAMSlicerLib.reference_pipeline``) is a plain per-slice transcription of the
+Each reference (``MedSAMSlicerLib.evaluation.reference_pipeline``) is a plain per-slice transcription of the
 published inference steps (DESIGN.md section 4): three-channel resize, encoder call, decoder call,
 no cache, no batching. The engine must match it (IoU >= 0.999 per mask) for MedSAM ViT-B (random
 weights: the real ones are not reachable here) and LiteMedSAM (real weights).
@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from skimage import transform
 
-from MedSAMSlicerLib.embedding_cache import EmbeddingCache
-from MedSAMSlicerLib.embedding_worker import EmbeddingWorker
-from MedSAMSlicerLib.geometry import take_slice
-from MedSAMSlicerLib.intensity import IntensitySettings, normalize_volume
-from MedSAMSlicerLib.metrics import iou
-from MedSAMSlicerLib.model_registry import load_model
-from MedSAMSlicerLib.reference_pipeline import reference_lite_medsam, reference_medsam_vit
-from MedSAMSlicerLib.session import SegmentationSession
-from MedSAMSlicerLib.slice_model import resize_bilinear, sigmoid
+from MedSAMSlicerLib.volume.embedding_cache import EmbeddingCache
+from MedSAMSlicerLib.volume.embedding_worker import EmbeddingWorker
+from MedSAMSlicerLib.prompts.geometry import take_slice
+from MedSAMSlicerLib.volume.intensity import IntensitySettings, normalize_volume
+from MedSAMSlicerLib.evaluation.metrics import iou
+from MedSAMSlicerLib.models.model_registry import load_model
+from MedSAMSlicerLib.evaluation.reference_pipeline import reference_lite_medsam, reference_medsam_vit
+from MedSAMSlicerLib.volume.session import SegmentationSession
+from MedSAMSlicerLib.models.slice_model import resize_bilinear, sigmoid
 
 
 def engine_masks(model, volume, settings, axis, cases, batch_size):

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib.crop_window import CropWindow, crop_window
-from MedSAMSlicerLib.embedding_cache import EmbeddingKey
-from MedSAMSlicerLib.intensity import IntensitySettings
-from MedSAMSlicerLib.interpolation import interpolate_boxes
-from MedSAMSlicerLib.metrics import dice
-from MedSAMSlicerLib.refinement import REFINED, Refinement, refinement_for
-from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
-from MedSAMSlicerLib.session import SegmentationSession
+from MedSAMSlicerLib.volume.crop_window import CropWindow, crop_window
+from MedSAMSlicerLib.volume.embedding_cache import EmbeddingKey
+from MedSAMSlicerLib.volume.intensity import IntensitySettings
+from MedSAMSlicerLib.prompts.interpolation import interpolate_boxes
+from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.volume.refinement import REFINED, Refinement, refinement_for
+from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.volume.session import SegmentationSession
 
 
 def test_the_crop_is_twice_the_box_side_centred_on_the_grid():
@@ -93,7 +93,7 @@ def test_a_zoom_weight_of_zero_gives_exactly_the_published_masks(small_lesion, l
 
 
 def test_targets_sharing_slices_share_one_crop_per_slice(lite_model):
-    from MedSAMSlicerLib.prompts import PromptSet
+    from MedSAMSlicerLib.prompts.prompt_types import PromptSet
 
     phantom = make_phantom(size=(160, 160, 12), spacing=(0.5, 0.5, 2.5), radii_mm=(5.0, 5.0, 10.0))
     first = recist_prompts(phantom, every=3).prompts

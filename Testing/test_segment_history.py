@@ -4,7 +4,7 @@ test_slicer_module.py)."""
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib.segment_history import SegmentHistory
+from MedSAMSlicerLib.volume.segment_history import SegmentHistory
 
 SHAPE = (6, 10, 12)  # [k, j, i]
 

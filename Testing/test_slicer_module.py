@@ -227,7 +227,7 @@ def test_an_export_never_replaces_the_volume_file(logic, tmp_path, export):
 
 
 def test_prompt_file_export_round_trips_through_the_engine(logic, tmp_path):
-    from MedSAMSlicerLib.prompt_file import read_prompt_file
+    from MedSAMSlicerLib.files.prompt_file import read_prompt_file
 
     matrix = GEOMETRIES["LPS file (flipped)"]
     volume, _ = add_volume(matrix)
@@ -241,7 +241,7 @@ def test_prompt_file_export_round_trips_through_the_engine(logic, tmp_path):
 
 
 def test_segment_from_a_prompt_dict_creates_the_segment(logic):
-    from MedSAMSlicerLib.sample_data import make_phantom
+    from MedSAMSlicerLib.files.sample_data import make_phantom
 
     phantom = make_phantom(size=(48, 40, 6), spacing=(0.8, 0.9, 2.5), radii_mm=(8.0, 7.0, 10.0))
     matrix = np.diag([-1.0, -1.0, 1.0, 1.0]) @ phantom.geometry.ijk_to_lps
@@ -276,7 +276,7 @@ def test_a_drawn_roi_is_flattened_to_its_slice_and_keeps_its_box(logic, name):
 
 def add_phantom_case(seed, radius_mm=8.0):
     """A phantom volume and a segmentation whose 'lesion' segment is its truth, plus an unrelated segment."""
-    from MedSAMSlicerLib.sample_data import make_phantom
+    from MedSAMSlicerLib.files.sample_data import make_phantom
 
     phantom = make_phantom(size=(48, 40, 5), spacing=(0.8, 0.9, 2.5), radii_mm=(radius_mm, radius_mm - 1, 4.0),
                            seed=seed)
@@ -311,8 +311,8 @@ def test_evaluate_scores_the_scene_segments_off_the_main_thread(logic, tmp_path)
 
 
 def test_train_on_scene_segmentations_writes_the_cases_and_a_loadable_model(logic, tmp_path):
-    from MedSAMSlicerLib.image_io import read_image
-    from MedSAMSlicerLib.model_registry import load_model
+    from MedSAMSlicerLib.files.image_io import read_image
+    from MedSAMSlicerLib.models.model_registry import load_model
 
     cases = [add_phantom_case(seed, radius) for seed, radius in ((0, 8.0), (1, 9.0), (2, 10.0))]
     stages = []

@@ -16,14 +16,14 @@ from scipy import ndimage
 
 from MedSAMSlicerLib.cli import main
 from MedSAMSlicerLib.errors import SettingsError
-from MedSAMSlicerLib.image_io import read_image, write_image
-from MedSAMSlicerLib.metrics import dice
-from MedSAMSlicerLib.prompt_file import write_prompt_file
-from MedSAMSlicerLib.prompt_simulation import loosen_box, recist_from_truth
-from MedSAMSlicerLib.sample_data import make_phantom
-from MedSAMSlicerLib.segmentation_loss import dice_bce_loss
-from MedSAMSlicerLib.trainer import CHECKPOINT_FILE, EMBEDDINGS_DIR, LOG_FILE, MODEL_FILE, PLOT_FILE, TrainingConfig, train
-from MedSAMSlicerLib.training_data import clean_labels, split_by_case
+from MedSAMSlicerLib.files.image_io import read_image, write_image
+from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.files.prompt_file import write_prompt_file
+from MedSAMSlicerLib.prompts.prompt_simulation import loosen_box, recist_from_truth
+from MedSAMSlicerLib.files.sample_data import make_phantom
+from MedSAMSlicerLib.training.segmentation_loss import dice_bce_loss
+from MedSAMSlicerLib.training.trainer import CHECKPOINT_FILE, EMBEDDINGS_DIR, LOG_FILE, MODEL_FILE, PLOT_FILE, TrainingConfig, train
+from MedSAMSlicerLib.training.training_data import clean_labels, split_by_case
 
 
 def test_loss_equals_monai_dice_plus_bce():
@@ -131,7 +131,7 @@ def test_decoder_finetune_raises_validation_dsc(finished_run):
     exported = torch.load(run / MODEL_FILE, weights_only=True)
     assert all(isinstance(value, torch.Tensor) for value in exported.values())  # a plain state dict
     # the prompt encoder is frozen: identical to the embedded model's; the decoder moved
-    from MedSAMSlicerLib.model_registry import load_model
+    from MedSAMSlicerLib.models.model_registry import load_model
     start = load_model("lite-medsam", device="cpu").state_dict()
     assert all(torch.equal(exported[k], start[k]) for k in start if k.startswith(("prompt_encoder.", "image_encoder.")))
     assert not all(torch.equal(exported[k], start[k]) for k in start if k.startswith("mask_decoder."))
@@ -171,7 +171,7 @@ def test_the_exported_model_loads_in_segment_and_segments_better(training_set, f
 
 
 def test_encoder_and_decoder_train_together_without_precomputed_embeddings(training_set, tmp_path):
-    from MedSAMSlicerLib.model_registry import load_model
+    from MedSAMSlicerLib.models.model_registry import load_model
 
     for folder in ("images", "labels"):
         (tmp_path / folder).mkdir()
@@ -191,7 +191,7 @@ def test_encoder_and_decoder_train_together_without_precomputed_embeddings(train
 def test_2d_images_with_masks_are_one_slice_cases(tmp_path):
     import SimpleITK as sitk
 
-    from MedSAMSlicerLib.training_data import load_case, samples_of
+    from MedSAMSlicerLib.training.training_data import load_case, samples_of
 
     image = np.full((60, 80), 20, dtype=np.uint8)
     mask = np.zeros((60, 80), dtype=np.uint8)
@@ -255,7 +255,7 @@ def test_accumulated_batches_step_as_one_larger_batch(training_set, finished_run
               training_set / "labels", folder)
         states[name] = torch.load(folder / CHECKPOINT_FILE, weights_only=True)["model"]
     first, second = states.values()
-    from MedSAMSlicerLib.model_registry import load_model
+    from MedSAMSlicerLib.models.model_registry import load_model
     start = load_model("lite-medsam", device="cpu").state_dict()
     decoder = [k for k in first if k.startswith("mask_decoder.")]
     difference = torch.cat([(first[k] - second[k]).abs().flatten() for k in decoder])

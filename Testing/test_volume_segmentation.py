@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from MedSAMSlicerLib.errors import PromptError
-from MedSAMSlicerLib.geometry import slice_indexer
-from MedSAMSlicerLib.intensity import IntensitySettings
-from MedSAMSlicerLib.metrics import dice
-from MedSAMSlicerLib.prompts import BoxPrompt, PromptSet
-from MedSAMSlicerLib.sample_data import make_phantom, recist_prompts
-from MedSAMSlicerLib.session import SegmentationSession
+from MedSAMSlicerLib.prompts.geometry import slice_indexer
+from MedSAMSlicerLib.volume.intensity import IntensitySettings
+from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.prompts.prompt_types import BoxPrompt, PromptSet
+from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.volume.session import SegmentationSession
 
 
 @pytest.fixture(scope="module")

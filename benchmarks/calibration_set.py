@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSAMSlicer"))
 
-from MedSAMSlicerLib.crop_window import crop_window  # noqa: E402
-from MedSAMSlicerLib.intensity import IntensitySettings, normalize_volume  # noqa: E402
+from MedSAMSlicerLib.volume.crop_window import crop_window  # noqa: E402
+from MedSAMSlicerLib.volume.intensity import IntensitySettings, normalize_volume  # noqa: E402
 from real_cohort import fetch_maps  # noqa: E402
 
 PYDICOM = "pydicom==3.0.1"

@@ -30,11 +30,11 @@ EXIT_BAD_INPUT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .inference_runtime import RUNTIMES
-    from .intensity import CT_PRESETS
-    from .model_registry import DEFAULT_MODEL, MODELS
-    from .quantization import PRECISIONS
-    from .refinement import DEFAULT_MODE, MODES
+    from .models.inference_runtime import RUNTIMES
+    from .models.model_registry import DEFAULT_MODEL, MODELS
+    from .models.quantization import PRECISIONS
+    from .volume.intensity import CT_PRESETS
+    from .volume.refinement import DEFAULT_MODE, MODES
 
     parser = argparse.ArgumentParser(prog="medsam-slicer", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("directory")
     sample.add_argument("--every", type=int, default=5, help="RECIST markers on every N-th lesion slice (default 5)")
 
-    from .prompt_protocols import PROTOCOLS
+    from .evaluation.prompt_protocols import PROTOCOLS
 
     evaluate = commands.add_parser("evaluate", help="score models on labelled volumes under the published prompt protocols")
     evaluate.add_argument("--images", required=True, help="folder of images")
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
     evaluate.add_argument("-o", "--output", required=True, help="report folder (CSV, summary, PNG plots)")
 
-    from .training_config import TRAIN_MODES, TrainingConfig
+    from .training.training_config import TRAIN_MODES, TrainingConfig
 
     defaults = TrainingConfig()
     train = commands.add_parser("train", help="fine-tune a model on labelled volumes (decoder only by default)")
@@ -170,12 +170,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _segment(args) -> None:
-    from .embedding_cache import EmbeddingCache
-    from .file_segmentation import read_case, segment_case
-    from .image_io import check_output_path
-    from .model_registry import load_model
-    from .output_files import check_output_folder
-    from .quantization import check_precision
+    from .cases.file_segmentation import read_case, segment_case
+    from .files.image_io import check_output_path
+    from .files.output_files import check_output_folder
+    from .models.model_registry import load_model
+    from .models.quantization import check_precision
+    from .volume.embedding_cache import EmbeddingCache
 
     if args.propagate < 0:
         raise PromptError(f"--propagate must be 0 or more, got {args.propagate}")
@@ -202,8 +202,8 @@ def _segment(args) -> None:
 
 
 def _sample(args) -> None:
-    from .output_files import check_output_folder
-    from .sample_data import write_sample
+    from .files.output_files import check_output_folder
+    from .files.sample_data import write_sample
 
     if args.every < 1:
         raise PromptError(f"--every must be 1 or more, got {args.every}")
@@ -213,9 +213,9 @@ def _sample(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from .cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
-    from .image_io import paired_images, read_image, read_label_image
-    from .output_files import check_output_folder
+    from .evaluation.cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
+    from .files.image_io import paired_images, read_image, read_label_image
+    from .files.output_files import check_output_folder
 
     def loader(image_path: Path, label_path: Path):
         def load() -> LabelledImage:
@@ -240,10 +240,10 @@ def _evaluate(args) -> None:
 def _train(args) -> None:
     from tqdm import tqdm
 
-    from .distributed import Distributed
-    from .image_io import paired_images
-    from .output_files import check_output_folder
-    from .trainer import TrainingConfig, train
+    from .files.image_io import paired_images
+    from .files.output_files import check_output_folder
+    from .training.distributed import Distributed
+    from .training.trainer import TrainingConfig, train
 
     check_output_folder(args.output, [path for pair in paired_images(args.images, args.labels) for path in pair])
     config = TrainingConfig(
@@ -265,10 +265,10 @@ def _train(args) -> None:
 
 
 def _batch(args) -> None:
-    from .cohort_segmentation import cases_from_csv, cases_from_folders, parse_shard, segment_cohort
-    from .distributed import Distributed
-    from .model_registry import load_model
-    from .output_files import check_output_folder
+    from .cases.cohort_segmentation import cases_from_csv, cases_from_folders, parse_shard, segment_cohort
+    from .files.output_files import check_output_folder
+    from .models.model_registry import load_model
+    from .training.distributed import Distributed
 
     if args.images is not None and args.prompts is None:
         raise PromptError("--images needs --prompts (the folder of prompt files)")
@@ -294,9 +294,9 @@ def _batch(args) -> None:
 
 
 def _bench(args) -> None:
-    from .benchmark import run_benchmark, summary_table, write_report
-    from .model_registry import parse_model_choice
-    from .output_files import check_writable_folder
+    from .evaluation.benchmark import run_benchmark, summary_table, write_report
+    from .files.output_files import check_writable_folder
+    from .models.model_registry import parse_model_choice
 
     if args.slices < 1 or args.prompts < 1 or args.volume_slices < 48:
         raise PromptError("--slices and --prompts must be 1 or more, --volume-slices 48 or more (the target spans 40)")
@@ -334,7 +334,7 @@ def _stage_bars(quiet: bool):
 def _read_labels_map(path):
     if path is None:
         return {}
-    from .json_file import read_json
+    from .files.json_file import read_json
 
     document = read_json(path, "labels map")
     if not isinstance(document, dict) or not all(k.isdigit() and isinstance(v, str) for k, v in document.items()):
@@ -343,7 +343,7 @@ def _read_labels_map(path):
 
 
 def _models(args) -> None:
-    from .model_registry import MODELS
+    from .models.model_registry import MODELS
 
     for spec in MODELS.values():
         needs = f"needs --checkpoint {spec.checkpoint_file}" if spec.checkpoint_file else "embedded weights"

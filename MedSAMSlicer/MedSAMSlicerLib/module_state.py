@@ -8,7 +8,7 @@ slice's embedding is cached (decode now) or not (embed it first, ahead of everyt
 from dataclasses import dataclass
 from typing import Dict
 
-from .model_registry import model_spec
+from .models.model_registry import model_spec
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""A volume prepared for one model: prompts in, masks out, embeddings reused across prompts.
+
+``SegmentationSession`` is ``SamPredictor`` stretched across the slices of a volume: the volume
+is normalised once, each slice's embedding is computed once by the background
+``EmbeddingWorker`` and cached, and every prompt is then a cheap decode. The Slicer module keeps
+one session per (volume, model, intensity settings); the command line uses one per image.
+"""
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..models.slice_model import SliceModel
+from ..prompts.geometry import check_axis, plane_shape, slice_count, slice_indexer
+from ..prompts.interpolation import SliceBoxes, interpolate_boxes
+from ..prompts.prompt_types import PromptSet, clip_box
+from .crop_window import CropWindow
+from .embedding_cache import EmbeddingCache, image_identity
+from .embedding_worker import EmbeddingWorker
+from .intensity import IntensitySettings, normalize_volume
+from .refinement import Refinement, refine_target, zoom_windows
+from .slice_source import SliceSource
+
+SliceProgress = Callable[[int, int], None]  # (boxes decoded, boxes planned): one box per slice in the usual case
+
+#: margin (px) added around the previous slice's mask when propagating beyond the annotated range
+PROPAGATION_MARGIN_PX = 5.0
+#: boxes decoded at once: full-resolution masks of a slice with many boxes would otherwise all sit in memory
+DECODE_BATCH = 8
+
+
+@dataclass
+class LabelMask:
+    """The segmentation of one target (label) in ``[k, j, i]`` order, and the slices that were segmented."""
+
+    label: int
+    mask: np.ndarray
+    slices: List[int] = field(default_factory=list)
+
+
+class SegmentationSession:
+    def __init__(self, volume: np.ndarray, model: SliceModel, intensity: IntensitySettings,
+                 cache: Optional[EmbeddingCache] = None, worker: Optional[EmbeddingWorker] = None):
+        if volume.ndim != 3:
+            raise ValueError(f"expected a [k, j, i] volume, got shape {volume.shape}")
+        self.model = model
+        self.intensity = intensity
+        self.shape = tuple(volume.shape)
+        self.image_id = image_identity(volume)
+        self.volume_u8 = normalize_volume(volume, intensity)
+        if worker is not None and cache is not None and cache is not worker.cache:
+            raise ValueError("a session given a worker uses the worker's cache; pass one or the other")
+        self.cache = worker.cache if worker is not None else (cache if cache is not None else EmbeddingCache())
+        self._owns_worker = worker is None
+        self.worker = worker if worker is not None else EmbeddingWorker(model, self.cache)
+        self._sources: Dict[Tuple[int, Optional[CropWindow]], SliceSource] = {}
+
+    def source(self, axis: int, window: Optional[CropWindow] = None) -> SliceSource:
+        """The slices along ``axis`` (or their ``window`` crops) as the worker encodes them."""
+        axis = check_axis(axis)
+        if (axis, window) not in self._sources:
+            self._sources[axis, window] = SliceSource(self.volume_u8, axis, self.image_id, self.intensity.key, window)
+        return self._sources[axis, window]
+
+    def prefetch(self, indices: Sequence[int], axis: int = 2, priority: float = 0,
+                 window: Optional[CropWindow] = None) -> Dict[int, Future]:
+        """Queue embeddings in the background; returns their futures."""
+        return self.worker.request(self.source(axis, window), indices, priority)
+
+    def embedding(self, index: int, axis: int = 2, window: Optional[CropWindow] = None) -> np.ndarray:
+        """The slice's (or its crop's) embedding: from the cache, else encoded ahead of everything queued."""
+        return self.worker.request(self.source(axis, window), [index], priority=float("-inf"))[index].result()
+
+    def slice_probabilities(self, index: int, boxes: Sequence[np.ndarray], axis: int = 2,
+                            window: Optional[CropWindow] = None) -> np.ndarray:
+        """Foreground probability ``(H, W)`` of the union of ``boxes`` on one slice, the model run on the slice or on
+        its ``window`` crop (zoomed inference; zero outside the crop)."""
+        shape = plane_shape(self.shape, axis)
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        frame = shape if window is None else (window.side, window.side)
+        inputs = boxes if window is None else window.boxes_in_crop(boxes)
+        embedding = self.embedding(index, axis, window)
+        probability = np.zeros(frame, dtype=np.float32)
+        for start in range(0, len(inputs), DECODE_BATCH):
+            probability = np.maximum(probability, self.model.decode_probabilities(
+                embedding, inputs[start:start + DECODE_BATCH], frame).max(axis=0))
+        return probability if window is None else window.paste(probability, shape)
+
+    def segment_slice(self, index: int, boxes: Sequence[np.ndarray], axis: int = 2,
+                      embedding: Optional[np.ndarray] = None,
+                      decoded: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """The union of the masks of ``boxes`` (slice pixels, ``(x0, y0, x1, y1)``) on one slice, ``(H, W)`` bool.
+
+        Boxes are decoded ``DECODE_BATCH`` at a time; ``decoded(n)`` is told after each batch of ``n``.
+        """
+        if embedding is None:
+            embedding = self.embedding(index, axis)
+        shape = plane_shape(self.shape, axis)
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        union = np.zeros(shape, dtype=bool)
+        for start in range(0, len(boxes), DECODE_BATCH):
+            batch = boxes[start:start + DECODE_BATCH]
+            union |= self.model.decode(embedding, batch, shape).any(axis=0)
+            if decoded is not None:
+                decoded(len(batch))
+        return union
+
+    def segment(self, prompts: PromptSet, propagate: int = 0, progress: Optional[SliceProgress] = None,
+                refinement: Optional[Refinement] = None) -> Dict[int, LabelMask]:
+        """Segment every target of ``prompts`` across its annotated range (and ``propagate`` slices beyond it).
+
+        Without ``refinement`` these are exactly the published steps; with it, the refined mode's (see ``refinement``).
+        """
+        axis = prompts.axis
+        plans = {label: interpolate_boxes(boxes) for label, boxes in prompts.key_boxes(self.shape).items()}
+        self.prefetch(sorted({index for plan in plans.values() for index in plan}), axis)  # every target's slices, now
+        total = sum(len(boxes) for plan in plans.values() for boxes in plan.values())
+        done = 0
+
+        def decoded(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress(done, total)
+
+        windows = None if refinement is None else zoom_windows(plans.values(), plane_shape(self.shape, axis), refinement)
+        results: Dict[int, LabelMask] = {}
+        for label, plan in plans.items():
+            results[label] = result = LabelMask(label, self.segment_slices(plan, axis, refinement, decoded, windows),
+                                                sorted(plan))
+            if propagate > 0:
+                self._propagate(result, axis, min(plan), -1, propagate)
+                self._propagate(result, axis, max(plan), +1, propagate)
+            result.slices.sort()
+        return results
+
+    def segment_slices(self, plan: SliceBoxes, axis: int = 2, refinement: Optional[Refinement] = None,
+                       decoded: Optional[Callable[[int], None]] = None,
+                       windows: Optional[Dict[int, Optional[CropWindow]]] = None) -> np.ndarray:
+        """The ``[k, j, i]`` mask of one target from its boxes per slice: the published steps, or with ``refinement``
+        the refined mode's (``windows``: crops shared with other targets, see ``refinement.zoom_windows``)."""
+        if refinement is not None:
+            return refine_target(self, plan, axis, refinement, decoded, windows)
+        futures = self.prefetch(sorted(plan), axis)
+        mask = np.zeros(self.shape, dtype=bool)
+        for index, boxes in plan.items():
+            mask[slice_indexer(axis, index)] = self.segment_slice(index, boxes, axis, futures[index].result(), decoded)
+        return mask
+
+    def close(self) -> None:
+        if self._owns_worker:
+            self.worker.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _write(self, result: LabelMask, axis: int, index: int, mask: np.ndarray) -> None:
+        result.mask[slice_indexer(axis, index)] |= mask
+        result.slices.append(index)
+
+    def _propagate(self, result: LabelMask, axis: int, start: int, step: int, limit: int) -> None:
+        """Extend ``result`` slice by slice from ``start``, prompting with the previous mask's box plus a margin."""
+        height, width = plane_shape(self.shape, axis)
+        count = slice_count(self.shape, axis)
+        previous = result.mask[slice_indexer(axis, start)]
+        for index in range(start + step, start + step * (limit + 1), step):
+            if not 0 <= index < count or not previous.any():
+                return
+            ys, xs = np.nonzero(previous)
+            box = np.array([xs.min() - PROPAGATION_MARGIN_PX, ys.min() - PROPAGATION_MARGIN_PX,
+                            xs.max() + PROPAGATION_MARGIN_PX, ys.max() + PROPAGATION_MARGIN_PX])
+            # look one slice ahead so the next embedding is encoding while this one decodes
+            if 0 <= index + step < count:
+                self.prefetch([index + step], axis, priority=1)
+            mask = self.segment_slice(index, [clip_box(box, height, width, f"propagated box on slice {index}")], axis)
+            if not mask.any():
+                return
+            self._write(result, axis, index, mask)
+            previous = mask
