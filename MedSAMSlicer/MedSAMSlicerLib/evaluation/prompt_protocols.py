@@ -1,4 +1,4 @@
-"""The prompt protocols of the MedSAM and SAM studies, by name (``evaluate --protocol``; simulated in ``evaluation``).
+"""The prompt protocols of the MedSAM and SAM studies, by name (``evaluate --protocol``; simulated in ``volume_evaluation``).
 
 Apart so that the command line lists them without importing the evaluation (scipy, the session).
 """
