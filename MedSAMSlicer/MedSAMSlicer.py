@@ -817,8 +817,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic):
         """A ``BackgroundJob`` building the session of these inputs: the model load (and its first-time export) and
         the volume's normalisation take seconds to a minute, so they run off the main thread; ``adoptSession`` then
         makes it the current one. The volume is copied here, on the main thread (MRML is not thread-safe)."""
-        from MedSAMSlicerLib.volume.background_job import BackgroundJob
         from MedSAMSlicerLib.models.model_registry import load_model
+        from MedSAMSlicerLib.volume.background_job import BackgroundJob
         from MedSAMSlicerLib.volume.session import SegmentationSession
         key, intensity = self._keyAndIntensity(volumeNode, model, checkpoint, device, precision, intensity)
         # a copy: the user's volume is never touched, and edits to it do not race the worker

@@ -19,10 +19,10 @@ import numpy as np
 
 from dicom_writer import write_dicom_series
 from MedSAMSlicerLib import cli
-from MedSAMSlicerLib.models import model_registry
 from MedSAMSlicerLib.files.image_io import write_image
 from MedSAMSlicerLib.files.prompt_file import write_prompt_file
 from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.models import model_registry
 
 ERROR_PREFIX = "medsam-slicer: error: "
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from MedSAMSlicerLib.models.model_registry import build_network, load_model, model_spec
 from MedSAMSlicerLib.files.sample_data import make_phantom
+from MedSAMSlicerLib.models.model_registry import build_network, load_model, model_spec
 
 
 @pytest.fixture(scope="session", autouse=True)

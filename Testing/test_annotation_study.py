@@ -5,12 +5,12 @@ import csv
 import numpy as np
 import pytest
 
+from MedSAMSlicerLib.errors import PromptError
 from MedSAMSlicerLib.evaluation.annotation_study import correction_curve
 from MedSAMSlicerLib.evaluation.cohort_evaluation import EvaluationOptions
-from MedSAMSlicerLib.errors import PromptError
 from MedSAMSlicerLib.evaluation.volume_evaluation import evaluate_target
-from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.files.sample_data import make_phantom
+from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
 SPACING_KJI = (2.5, 0.9, 0.8)
@@ -56,8 +56,8 @@ def test_corrections_need_the_recist_protocol():
 
 def test_evaluate_writes_the_study_curve_and_its_summary(tmp_path, lite_model, monkeypatch):
     from MedSAMSlicerLib import cli
-    from MedSAMSlicerLib.models import model_registry
     from MedSAMSlicerLib.files.image_io import write_image
+    from MedSAMSlicerLib.models import model_registry
 
     phantom = make_phantom(size=(64, 56, 16), spacing=(0.8, 0.9, 2.5), radii_mm=(9.0, 8.0, 12.0))
     for folder, array in (("images", phantom.image), ("labels", phantom.truth.astype(np.uint8))):

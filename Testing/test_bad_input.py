@@ -22,9 +22,9 @@ import SimpleITK as sitk
 import slicerio
 
 from MedSAMSlicerLib.files import output_files
-from MedSAMSlicerLib.volume.embedding_cache import EmbeddingCache
 from MedSAMSlicerLib.files.image_io import read_image, write_image
 from MedSAMSlicerLib.models.model_registry import embedded_lite_checkpoint
+from MedSAMSlicerLib.volume.embedding_cache import EmbeddingCache
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
 ENGINE_DIR = Path(__file__).resolve().parents[1] / "MedSAMSlicer"

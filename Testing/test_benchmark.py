@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from MedSAMSlicerLib.models import quantization
-from MedSAMSlicerLib.evaluation.benchmark import run_benchmark, summary_table, write_report
 from MedSAMSlicerLib.cli import main
+from MedSAMSlicerLib.evaluation.benchmark import run_benchmark, summary_table, write_report
+from MedSAMSlicerLib.models import quantization
 
 
 def test_benchmark_compares_the_paths_on_the_same_slices_and_writes_its_report(tmp_path):

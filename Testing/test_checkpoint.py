@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
+from MedSAMSlicerLib.errors import CheckpointError, SettingsError
 from MedSAMSlicerLib.models import device, model_registry
 from MedSAMSlicerLib.models.checkpoint import file_sha256, load_strict, read_state_dict
 from MedSAMSlicerLib.models.device import CPU, resolve_device
-from MedSAMSlicerLib.errors import CheckpointError, SettingsError
 from MedSAMSlicerLib.models.lite_medsam import LiteMedSamSliceModel
 from MedSAMSlicerLib.models.medsam_vit import MedSamVitSliceModel
 

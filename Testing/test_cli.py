@@ -13,8 +13,8 @@ import SimpleITK as sitk
 import slicerio
 
 from MedSAMSlicerLib.cases.file_segmentation import read_case, segment_case
-from MedSAMSlicerLib.files.image_io import write_image
 from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.files.image_io import write_image
 from MedSAMSlicerLib.files.prompt_file import write_prompt_file
 from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 

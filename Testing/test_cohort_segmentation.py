@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from MedSAMSlicerLib.cli import main
 from MedSAMSlicerLib.cases.cohort_segmentation import (cases_from_csv, cases_from_folders, parse_shard, segment_cohort)
+from MedSAMSlicerLib.cli import main
 from MedSAMSlicerLib.errors import ImageError, SettingsError
-from MedSAMSlicerLib.files.image_io import read_image, write_image
 from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.files.image_io import read_image, write_image
 from MedSAMSlicerLib.files.prompt_file import write_prompt_file
 from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from MedSAMSlicerLib.models.device import CPU
+from MedSAMSlicerLib.models.slice_model import SliceModel
 from MedSAMSlicerLib.volume.embedding_cache import EMBEDDING_SHAPE, EmbeddingCache, image_identity
 from MedSAMSlicerLib.volume.embedding_worker import EmbeddingWorker
-from MedSAMSlicerLib.models.slice_model import SliceModel
 from MedSAMSlicerLib.volume.slice_source import SliceSource
 
 TIMEOUT = 10  # seconds; only reached when something is broken

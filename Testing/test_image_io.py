@@ -7,9 +7,9 @@ import slicerio
 
 from dicom_writer import write_dicom_series
 from MedSAMSlicerLib.errors import ImageError, OutputError
-from MedSAMSlicerLib.prompts.geometry import ImageGeometry
 from MedSAMSlicerLib.files.image_io import check_output_path, read_image, write_image, write_segmentation
 from MedSAMSlicerLib.files.output_files import atomic_output
+from MedSAMSlicerLib.prompts.geometry import ImageGeometry
 
 OBLIQUE = ImageGeometry(size=(12, 10, 6), spacing=(0.7, 0.8, 2.5), origin=(10.0, -20.0, 30.0),
                         direction=tuple(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).ravel()))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from MedSAMSlicerLib.models import inference_runtime
 from MedSAMSlicerLib.errors import CheckpointError, SettingsError
-from MedSAMSlicerLib.models.inference_runtime import compile_networks, installed_runtimes, trim_exports
 from MedSAMSlicerLib.evaluation.metrics import iou
+from MedSAMSlicerLib.models import inference_runtime
+from MedSAMSlicerLib.models.inference_runtime import compile_networks, installed_runtimes, trim_exports
 from MedSAMSlicerLib.models.model_registry import embedded_lite_checkpoint, load_model
 
 

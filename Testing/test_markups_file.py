@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from MedSAMSlicerLib.errors import PromptError
-from MedSAMSlicerLib.prompts.geometry import ImageGeometry
 from MedSAMSlicerLib.files.markups_file import read_markups_prompts
+from MedSAMSlicerLib.prompts.geometry import ImageGeometry
 from MedSAMSlicerLib.prompts.prompt_types import BoxPrompt, RecistPrompt
 
 SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/main/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json"

@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
-from MedSAMSlicerLib.volume.background_job import BackgroundJob
 from MedSAMSlicerLib.module_state import (EMBED_THEN_SEGMENT, NOTHING, SEGMENT_NOW, WidgetFacts,
                                           action_for_prompt_change, enabled_actions)
+from MedSAMSlicerLib.volume.background_job import BackgroundJob
 
 READY = WidgetFacts(has_volume=True, has_segment=True, prompt_count=3, prompts_on_current_slice=1)
 

@@ -10,9 +10,9 @@ import types
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib.models import quantization
 from MedSAMSlicerLib.errors import SettingsError
 from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.models import quantization
 from slicer_harness import FakeApplication, install
 
 MedSAMSlicer = install()

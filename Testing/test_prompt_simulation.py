@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from MedSAMSlicerLib.files.sample_data import make_phantom
 from MedSAMSlicerLib.prompts.prompt_simulation import (PointPrompt, bounding_box, components, farthest_from_boundary,
                                                next_iterative_point, recist_axes, recist_from_labels, recist_from_truth,
                                                simulate)
-from MedSAMSlicerLib.files.sample_data import make_phantom
 
 
 def ellipse(shape, centre, radii):

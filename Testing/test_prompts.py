@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from MedSAMSlicerLib.errors import MedSAMError, PromptError
+from MedSAMSlicerLib.files.prompt_file import read_prompt_file, write_prompt_file
 from MedSAMSlicerLib.prompts.geometry import (ImageGeometry, array_dim, in_plane_axes, plane_shape, slice_count,
                                       slice_indexer, take_slice)
-from MedSAMSlicerLib.files.prompt_file import read_prompt_file, write_prompt_file
 from MedSAMSlicerLib.prompts.prompt_types import BoxPrompt, PromptSet, RecistPrompt, clip_box
 
 SHAPE = (12, 40, 64)  # [k, j, i]: 12 slices of 40 rows x 64 columns along K

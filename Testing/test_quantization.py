@@ -5,14 +5,14 @@ import importlib.util
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib.models import quantization
 from MedSAMSlicerLib.errors import SettingsError
-from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.models import quantization
 from MedSAMSlicerLib.models.model_registry import LITE_MEDSAM_SHA256, load_model
 from MedSAMSlicerLib.models.quantization import choose_precision
+from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.volume.refinement import REFINED
-from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from skimage import transform
 
+from MedSAMSlicerLib.evaluation.metrics import iou
+from MedSAMSlicerLib.evaluation.reference_pipeline import reference_lite_medsam, reference_medsam_vit
+from MedSAMSlicerLib.models.model_registry import load_model
+from MedSAMSlicerLib.models.slice_model import resize_bilinear, sigmoid
+from MedSAMSlicerLib.prompts.geometry import take_slice
 from MedSAMSlicerLib.volume.embedding_cache import EmbeddingCache
 from MedSAMSlicerLib.volume.embedding_worker import EmbeddingWorker
-from MedSAMSlicerLib.prompts.geometry import take_slice
 from MedSAMSlicerLib.volume.intensity import IntensitySettings, normalize_volume
-from MedSAMSlicerLib.evaluation.metrics import iou
-from MedSAMSlicerLib.models.model_registry import load_model
-from MedSAMSlicerLib.evaluation.reference_pipeline import reference_lite_medsam, reference_medsam_vit
 from MedSAMSlicerLib.volume.session import SegmentationSession
-from MedSAMSlicerLib.models.slice_model import resize_bilinear, sigmoid
 
 
 def engine_masks(model, volume, settings, axis, cases, batch_size):

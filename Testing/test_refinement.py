@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
+from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.prompts.interpolation import interpolate_boxes
 from MedSAMSlicerLib.volume.crop_window import CropWindow, crop_window
 from MedSAMSlicerLib.volume.embedding_cache import EmbeddingKey
 from MedSAMSlicerLib.volume.intensity import IntensitySettings
-from MedSAMSlicerLib.prompts.interpolation import interpolate_boxes
-from MedSAMSlicerLib.evaluation.metrics import dice
 from MedSAMSlicerLib.volume.refinement import REFINED, Refinement, refinement_for
-from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
 

@@ -16,11 +16,11 @@ from scipy import ndimage
 
 from MedSAMSlicerLib.cli import main
 from MedSAMSlicerLib.errors import SettingsError
-from MedSAMSlicerLib.files.image_io import read_image, write_image
 from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.files.image_io import read_image, write_image
 from MedSAMSlicerLib.files.prompt_file import write_prompt_file
-from MedSAMSlicerLib.prompts.prompt_simulation import loosen_box, recist_from_truth
 from MedSAMSlicerLib.files.sample_data import make_phantom
+from MedSAMSlicerLib.prompts.prompt_simulation import loosen_box, recist_from_truth
 from MedSAMSlicerLib.training.segmentation_loss import dice_bce_loss
 from MedSAMSlicerLib.training.trainer import CHECKPOINT_FILE, EMBEDDINGS_DIR, LOG_FILE, MODEL_FILE, PLOT_FILE, TrainingConfig, train
 from MedSAMSlicerLib.training.training_data import clean_labels, split_by_case

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from MedSAMSlicerLib.errors import PromptError
-from MedSAMSlicerLib.prompts.geometry import slice_indexer
-from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.evaluation.metrics import dice
-from MedSAMSlicerLib.prompts.prompt_types import BoxPrompt, PromptSet
 from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.prompts.geometry import slice_indexer
+from MedSAMSlicerLib.prompts.prompt_types import BoxPrompt, PromptSet
+from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
 

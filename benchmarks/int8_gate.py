@@ -18,12 +18,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMSlicer"))
 
-from MedSAMSlicerLib.prompts.geometry import take_slice  # noqa: E402
-from MedSAMSlicerLib.files.image_io import paired_images, read_image, read_label_image  # noqa: E402
-from MedSAMSlicerLib.volume.intensity import IntensitySettings  # noqa: E402
 from MedSAMSlicerLib.evaluation.metrics import dice, iou  # noqa: E402
+from MedSAMSlicerLib.files.image_io import paired_images, read_image, read_label_image  # noqa: E402
 from MedSAMSlicerLib.models.model_registry import load_model  # noqa: E402
+from MedSAMSlicerLib.prompts.geometry import take_slice  # noqa: E402
 from MedSAMSlicerLib.prompts.prompt_simulation import recist_from_labels  # noqa: E402
+from MedSAMSlicerLib.volume.intensity import IntensitySettings  # noqa: E402
 from MedSAMSlicerLib.volume.refinement import REFINED  # noqa: E402
 from MedSAMSlicerLib.volume.session import SegmentationSession  # noqa: E402
 

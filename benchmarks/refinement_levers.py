@@ -20,14 +20,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMSlicer"))
 
+from MedSAMSlicerLib.evaluation.metrics import dice, normalized_surface_dice  # noqa: E402
 from MedSAMSlicerLib.evaluation.volume_evaluation import fill_plan  # noqa: E402
 from MedSAMSlicerLib.files.image_io import paired_images, read_image, read_label_image  # noqa: E402
-from MedSAMSlicerLib.volume.intensity import IntensitySettings  # noqa: E402
 from MedSAMSlicerLib.files.json_file import read_json  # noqa: E402
-from MedSAMSlicerLib.prompts.interpolation import interpolate_boxes  # noqa: E402
-from MedSAMSlicerLib.evaluation.metrics import dice, normalized_surface_dice  # noqa: E402
 from MedSAMSlicerLib.models.model_registry import load_model  # noqa: E402
+from MedSAMSlicerLib.prompts.interpolation import interpolate_boxes  # noqa: E402
 from MedSAMSlicerLib.prompts.prompt_simulation import recist_from_labels  # noqa: E402
+from MedSAMSlicerLib.volume.intensity import IntensitySettings  # noqa: E402
 from MedSAMSlicerLib.volume.refinement import REFINED, Refinement  # noqa: E402
 from MedSAMSlicerLib.volume.session import SegmentationSession  # noqa: E402
 
