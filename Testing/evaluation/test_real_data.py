@@ -21,8 +21,8 @@ from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.volume.refinement import MODES, refinement_for
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
-SAMPLE = Path(__file__).parent / "data" / "mni152"
-LESION_SAMPLE = Path(__file__).parent / "data" / "mni152_lesion"
+SAMPLE = Path(__file__).parents[1] / "data" / "mni152"
+LESION_SAMPLE = Path(__file__).parents[1] / "data" / "mni152_lesion"
 
 # Measured with the embedded LiteMedSAM, --window auto (percentile for these MR), RECIST every 3 slices on the
 # ventricles (8 slices) and every 5 on the lesion, as the maintainers' held-out protocol draws them:
@@ -97,7 +97,7 @@ def test_the_lesion_sample_is_a_dark_lesion_in_real_white_matter_on_every_slice(
 def test_the_cohort_script_labels_two_ventricles_and_not_the_midline():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("real_cohort", Path(__file__).parents[1] / "benchmarks" / "real_cohort.py")
+    spec = importlib.util.spec_from_file_location("real_cohort", Path(__file__).parents[2] / "benchmarks" / "real_cohort.py")
     real_cohort = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(real_cohort)
     k, j, i = np.ogrid[:40, :60, :80]
