@@ -40,22 +40,21 @@ def imported_modules(path: Path):
 
 
 def engine_imports(path: Path, root: Path = ENGINE):
-    """The engine modules ``path`` imports, as dotted names inside the engine (``models.slice_model``)."""
-    package = path.relative_to(root).parent.parts
+    """The engine modules ``path`` imports, relative or absolute, as dotted names inside the engine
+    (``models.slice_model``; a name imported from a package is taken as its module: ``errors``)."""
+    package = ("MedSAMSlicerLib",) + path.relative_to(root).parent.parts
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.level > 0:
-            assert node.level - 1 <= len(package), f"{path}: a relative import above the engine"
-            base = list(package[:len(package) - node.level + 1])
-            if node.module:
-                yield ".".join(base + node.module.split("."))
-            else:
-                yield from (".".join(base + [alias.name]) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("MedSAMSlicerLib."):
-            yield node.module.split(".", 1)[1]
-
-
-def layer_of(dotted: str) -> str:
-    return dotted.split(".")[0]
+        if isinstance(node, ast.Import):
+            found = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level <= len(package), f"{path}: a relative import above the engine"
+            base = package[:len(package) - node.level + 1] if node.level else ()
+            module = ".".join(base + ((node.module,) if node.module else ()))
+            from_package = node.module is None or module == "MedSAMSlicerLib"
+            found = [f"{module}.{alias.name}" for alias in node.names] if from_package else [module]
+        else:
+            continue
+        yield from (name.split(".", 1)[1] for name in found if name.startswith("MedSAMSlicerLib."))
 
 
 def test_engine_imports_no_slicer_qt_ctk_or_vtk():
@@ -73,7 +72,7 @@ def test_each_layer_imports_only_the_layers_below_it():
         if layer not in LAYERS:
             continue  # the top-level modules may import anything
         for name in engine_imports(path):
-            target = layer_of(name)
+            target = name.split(".")[0]
             if target != layer and target not in BENEATH_ALL:
                 assert target in LAYERS[:LAYERS.index(layer)], \
                     f"{path.relative_to(ENGINE)} imports {name}: {layer} may import only {LAYERS[:LAYERS.index(layer)]}"
@@ -82,13 +81,18 @@ def test_each_layer_imports_only_the_layers_below_it():
 
 
 def test_the_layering_check_sees_an_upward_import(tmp_path):
-    """The check reads relative imports of every depth, so an upward one cannot slip through."""
+    """The check reads relative imports of every depth and absolute ones of every form, so an upward one cannot
+    slip through."""
     engine = tmp_path / "MedSAMSlicerLib"
     (engine / "prompts").mkdir(parents=True)
     (engine / "prompts" / "bad.py").write_text("from ..volume.session import SegmentationSession\n"
                                                "from .geometry import ImageGeometry\n"
-                                               "from .. import errors\n", encoding="utf-8")
-    assert list(engine_imports(engine / "prompts" / "bad.py", engine)) == ["volume.session", "prompts.geometry", "errors"]
+                                               "from .. import errors\n"
+                                               "import MedSAMSlicerLib.cases.file_segmentation\n"
+                                               "from MedSAMSlicerLib import cli\n"
+                                               "import numpy\n", encoding="utf-8")
+    assert list(engine_imports(engine / "prompts" / "bad.py", engine)) == [
+        "volume.session", "prompts.geometry", "errors", "cases.file_segmentation", "cli"]
 
 
 def test_extension_cmake_lists_every_engine_file():
