@@ -1,11 +1,10 @@
-"""The widget's rules without Qt: which buttons are enabled, and what a prompt change triggers."""
+"""The widget's rules without Qt: which buttons are enabled; the background job the widget polls."""
 
 import threading
 
 import pytest
 
-from MedSAMSlicerLib.module_state import (EMBED_THEN_SEGMENT, NOTHING, SEGMENT_NOW, WidgetFacts,
-                                          action_for_prompt_change, enabled_actions)
+from MedSAMSlicerLib.module_state import WidgetFacts, enabled_actions
 from MedSAMSlicerLib.volume.background_job import BackgroundJob
 
 READY = WidgetFacts(has_volume=True, has_segment=True, prompt_count=3, prompts_on_current_slice=1)
@@ -30,11 +29,17 @@ def test_segment_slice_needs_a_prompt_on_the_slice_in_view():
     assert not enabled_actions(facts)["segmentSliceButton"] and enabled_actions(facts)["segmentVolumeButton"]
 
 
-def test_while_busy_only_cancel_and_export():
+def test_a_volume_alone_lets_the_user_place_prompts():
+    actions = enabled_actions(WidgetFacts(has_volume=True))  # the segmentation comes with the first prompt
+    assert actions["placeRecistButton"] and actions["placeBoxButton"]
+    assert not actions["segmentVolumeButton"] and not actions["exportSegmentationButton"]
+
+
+def test_while_busy_prompts_can_still_be_drawn_but_nothing_else_starts():
     actions = enabled_actions(WidgetFacts(**{**READY.__dict__, "busy": True, "undo_available": True}))
     assert actions["cancelButton"]
-    assert not any(actions[n] for n in ("placeBoxButton", "segmentSliceButton", "segmentVolumeButton", "undoButton",
-                                        "deletePromptButton"))
+    assert actions["placeBoxButton"] and actions["placeRecistButton"] and actions["deletePromptButton"]
+    assert not any(actions[n] for n in ("segmentSliceButton", "segmentVolumeButton", "undoButton"))
 
 
 @pytest.mark.parametrize("path, exists, ready", [("", False, False), ("/x/medsam_vit_b.pth", False, False),
@@ -46,13 +51,6 @@ def test_vit_models_need_an_existing_checkpoint(path, exists, ready):
     assert actions["checkpointPathLineEdit"]
     assert actions["segmentVolumeButton"] is ready
     assert actions["placeRecistButton"]  # prompts can be drawn before the checkpoint is chosen
-
-
-def test_a_prompt_change_decodes_when_cached_and_embeds_first_otherwise():
-    assert action_for_prompt_change(READY, embedding_cached=True) == SEGMENT_NOW
-    assert action_for_prompt_change(READY, embedding_cached=False) == EMBED_THEN_SEGMENT
-    assert action_for_prompt_change(WidgetFacts(**{**READY.__dict__, "busy": True}), True) == NOTHING
-    assert action_for_prompt_change(WidgetFacts(has_volume=True), True) == NOTHING
 
 
 def test_background_job_reports_progress_result_and_errors():

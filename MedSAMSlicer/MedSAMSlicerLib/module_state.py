@@ -1,8 +1,9 @@
 """The Slicer widget's rules, kept free of Qt so they are tested like the rest of the engine.
 
 Which actions are possible follows from a few facts (a volume and segment chosen, a usable
-model, prompts present, work running); what a prompt change triggers depends on whether the
-slice's embedding is cached (decode now) or not (embed it first, ahead of everything queued).
+model, prompts present, work running). Prompts can be placed as soon as there is a volume (the
+segmentation and segment are created with the first one) and while a job runs (their slices are
+segmented after it).
 """
 
 from dataclasses import dataclass
@@ -37,9 +38,9 @@ def enabled_actions(facts: WidgetFacts) -> Dict[str, bool]:
     """Whether each button of the widget is enabled (keys are the .ui object names)."""
     ready = facts.has_volume and facts.has_segment and model_ready(facts) and not facts.busy
     return {
-        "placeBoxButton": facts.has_volume and facts.has_segment and not facts.busy,
-        "placeRecistButton": facts.has_volume and facts.has_segment and not facts.busy,
-        "deletePromptButton": facts.prompt_count > 0 and not facts.busy,
+        "placeBoxButton": facts.has_volume,
+        "placeRecistButton": facts.has_volume,
+        "deletePromptButton": facts.prompt_count > 0,
         "segmentSliceButton": ready and facts.prompts_on_current_slice > 0,
         "segmentVolumeButton": ready and facts.prompt_count > 0,
         "cancelButton": facts.busy,
@@ -50,14 +51,3 @@ def enabled_actions(facts: WidgetFacts) -> Dict[str, bool]:
         "checkpointPathLineEdit": needs_checkpoint(facts.model_id),
     }
 
-
-SEGMENT_NOW = "segment-slice"  # the slice's embedding is cached: decode at interactive speed
-EMBED_THEN_SEGMENT = "embed-then-segment"  # encode this slice ahead of the queue, then decode
-NOTHING = "nothing"
-
-
-def action_for_prompt_change(facts: WidgetFacts, embedding_cached: bool) -> str:
-    """What moving, adding or deleting a prompt on the slice in view should trigger."""
-    if not (facts.has_volume and facts.has_segment and model_ready(facts)) or facts.busy:
-        return NOTHING
-    return SEGMENT_NOW if embedding_cached else EMBED_THEN_SEGMENT

@@ -3,10 +3,18 @@
 The Slicer widget starts a ``BackgroundJob`` and polls it from a ``qt.QTimer`` on the main
 thread: progress for the progress bar, then the result (or the error) once done, which the
 widget writes to MRML itself (MRML is not thread-safe). Nothing here knows about Qt.
+
+Cancelling is cooperative: ``cancel()`` makes the work's next ``progress`` call raise ``JobCancelled``,
+so a loop that reports each slice stops within one slice.
 """
 
 import threading
+from concurrent.futures import CancelledError
 from typing import Any, Callable, Optional, Tuple
+
+
+class JobCancelled(CancelledError):
+    """Raised inside the work by its progress callback once the job has been cancelled."""
 
 
 class BackgroundJob:
@@ -20,6 +28,7 @@ class BackgroundJob:
         self._result: Any = None
         self._error: Optional[BaseException] = None
         self._done = threading.Event()
+        self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -38,6 +47,15 @@ class BackgroundJob:
         with self._lock:
             return self._stage
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether ``cancel()`` was called (the work may still be finishing its current step)."""
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        """Ask the work to stop: its next progress report raises ``JobCancelled``."""
+        self._cancel.set()
+
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self._done.wait(timeout)
 
@@ -52,6 +70,8 @@ class BackgroundJob:
     def _report(self, done: int, total: int, stage: str = "") -> None:
         with self._lock:
             self._progress, self._stage = (done, total), stage
+        if self._cancel.is_set():
+            raise JobCancelled(f"{self._thread.name} was cancelled")
 
     def _run(self) -> None:
         try:
