@@ -5,23 +5,9 @@ import pytest
 
 from MedSAMSlicerLib.errors import PromptError
 from MedSAMSlicerLib.evaluation.metrics import dice
-from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
+from MedSAMSlicerLib.files.sample_data import recist_prompts
 from MedSAMSlicerLib.prompts.geometry import slice_indexer
 from MedSAMSlicerLib.prompts.prompt_types import BoxPrompt, PromptSet
-from MedSAMSlicerLib.volume.intensity import IntensitySettings
-from MedSAMSlicerLib.volume.session import SegmentationSession
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    """A lesion of 16-20 slices along each axis, so every slicing axis is tested at similar cost."""
-    return make_phantom(size=(64, 56, 24), spacing=(0.8, 0.9, 2.5), radii_mm=(8.0, 7.5, 20.0))
-
-
-@pytest.fixture(scope="module")
-def session(phantom, lite_model):
-    with SegmentationSession(phantom.image, lite_model, IntensitySettings.preset("soft-tissue")) as session:
-        yield session
 
 
 # 3D Dice measured with the embedded LiteMedSAM on this phantom, RECIST every 5 slices: 0.9505 along K,

@@ -5,7 +5,8 @@ component (up to 3), a box around the largest component, a box per component (up
 around the whole mask; a point is the pixel farthest from the object's boundary. The iterative
 mode's next point is the pixel farthest from the boundary of the current error region (positive
 where the object was missed, negative where background was segmented). The annotation study's
-RECIST markers (long axis and the longest perpendicular short axis) are drawn every k slices.
+RECIST markers (long axis and the longest perpendicular short axis) are drawn every k slices, or once
+on the largest slice (a radiologist's measurement, which propagation extends to 3D).
 Coordinates are slice pixels ``(x, y)`` = (column, row), as everywhere in the engine.
 """
 
@@ -15,7 +16,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .geometry import occupied_slices, take_slice
+from .geometry import array_dim, occupied_slices, take_slice
 from .prompt_types import PromptSet, RecistPrompt
 
 MODES = ("point-largest", "point-each", "box-largest", "box-each", "box-all")
@@ -149,15 +150,28 @@ def recist_from_truth(truth_kji: np.ndarray, every: int, axis: int = 2,
     if not occupied:
         return PromptSet([], axis)
     keys = occupied[::every] + ([occupied[-1]] if (len(occupied) - 1) % every else [])
-    prompts = []
-    for index in keys:
-        largest = components(take_slice(truth_kji, axis, index), 1)[0]
-        long_axis, short_axis = recist_axes(largest, spacing_xy)
-        if long_axis[0] == long_axis[1]:  # a single pixel: a long axis needs length
-            x, y = long_axis[0]
-            long_axis = ((x - 0.5, y), (x + 0.5, y))
-        prompts.append(RecistPrompt(index, long_axis, short_axis, label, f"RECIST from truth on slice {index}"))
-    return PromptSet(prompts, axis)
+    return PromptSet([recist_on_slice(truth_kji, index, axis, spacing_xy, label) for index in keys], axis)
+
+
+def recist_on_slice(truth_kji: np.ndarray, index: int, axis: int = 2, spacing_xy: Tuple[float, float] = (1.0, 1.0),
+                    label: int = 1) -> RecistPrompt:
+    """The RECIST marker an annotator draws on slice ``index``: the axes of the truth's largest component there."""
+    largest = components(take_slice(truth_kji, axis, index), 1)[0]
+    long_axis, short_axis = recist_axes(largest, spacing_xy)
+    if long_axis[0] == long_axis[1]:  # a single pixel: a long axis needs length
+        x, y = long_axis[0]
+        long_axis = ((x - 0.5, y), (x + 0.5, y))
+    return RecistPrompt(index, long_axis, short_axis, label, f"RECIST from truth on slice {index}")
+
+
+def recist_on_largest_slice(truth_kji: np.ndarray, axis: int = 2, spacing_xy: Tuple[float, float] = (1.0, 1.0),
+                            label: int = 1) -> PromptSet:
+    """One RECIST marker, on the slice where the truth is largest (the first of equals): as a radiologist measures a
+    lesion, and all that propagation starts from."""
+    areas = np.asarray(truth_kji, dtype=bool).sum(axis=tuple(d for d in range(3) if d != array_dim(axis)))
+    if not areas.any():
+        return PromptSet([], axis)
+    return PromptSet([recist_on_slice(truth_kji, int(np.argmax(areas)), axis, spacing_xy, label)], axis)
 
 
 def recist_from_labels(labels_kji: np.ndarray, every: int, axis: int = 2,

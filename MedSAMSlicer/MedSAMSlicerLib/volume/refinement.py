@@ -60,11 +60,24 @@ def zoom_windows(plans: Sequence[SliceBoxes], shape, options: Refinement = REFIN
     for plan in plans:
         for index, on_slice in plan.items():
             boxes.setdefault(index, []).extend(on_slice)
-    windows = {}
-    for index, on_slice in boxes.items():
-        window = crop_window(np.asarray(on_slice), shape, options.zoom_factor, options.min_crop_side)
-        windows[index] = None if window.side >= MAX_CROP_SHARE * max(shape) else window
-    return windows
+    return {index: zoom_window(on_slice, shape, options) for index, on_slice in boxes.items()}
+
+
+def zoom_window(boxes: Sequence[np.ndarray], shape, options: Refinement = REFINED) -> Optional[CropWindow]:
+    """The crop around ``boxes`` on one slice of ``shape``, or None where it would cover most of the slice."""
+    window = crop_window(np.asarray(boxes), shape, options.zoom_factor, options.min_crop_side)
+    return None if window.side >= MAX_CROP_SHARE * max(shape) else window
+
+
+def refined_probability(session, index: int, boxes: Sequence[np.ndarray], axis: int,
+                        window: Optional[CropWindow], options: Refinement = REFINED) -> np.ndarray:
+    """One slice's foreground probability ``(H, W)`` in the refined mode: the whole slice's, averaged with the
+    ``window`` crop's (None: the whole slice's alone)."""
+    probability = session.slice_probabilities(index, boxes, axis)
+    if window is None:
+        return probability
+    zoomed = session.slice_probabilities(index, boxes, axis, window)
+    return (1 - options.zoom_weight) * probability + options.zoom_weight * zoomed
 
 
 def refine_target(session, plan: SliceBoxes, axis: int, options: Refinement = REFINED,
@@ -79,11 +92,7 @@ def refine_target(session, plan: SliceBoxes, axis: int, options: Refinement = RE
             session.prefetch([index], axis, window=windows[index])
     result = np.zeros(session.shape, dtype=bool)
     for index, boxes in plan.items():
-        probability = session.slice_probabilities(index, boxes, axis)
-        if windows[index] is not None:
-            zoomed = session.slice_probabilities(index, boxes, axis, windows[index])
-            probability = (1 - options.zoom_weight) * probability + options.zoom_weight * zoomed
-        result[slice_indexer(axis, index)] = probability > 0.5
+        result[slice_indexer(axis, index)] = refined_probability(session, index, boxes, axis, windows[index], options) > 0.5
         if decoded is not None:
             decoded(len(boxes))
     return result

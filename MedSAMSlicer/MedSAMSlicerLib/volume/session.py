@@ -13,20 +13,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..models.slice_model import SliceModel
-from ..prompts.geometry import check_axis, plane_shape, slice_count, slice_indexer
+from ..prompts.geometry import check_axis, plane_shape, slice_indexer
 from ..prompts.interpolation import SliceBoxes, interpolate_boxes
-from ..prompts.prompt_types import PromptSet, clip_box
+from ..prompts.prompt_types import PromptSet
 from .crop_window import CropWindow
 from .embedding_cache import EmbeddingCache, image_identity
 from .embedding_worker import EmbeddingWorker
 from .intensity import IntensitySettings, normalize_volume
+from .propagation import STOPPING_RULE, StoppingRule, propagate as propagate_target, target_reference
 from .refinement import Refinement, refine_target, zoom_windows
+from .slice_progress import ProgressCount, SliceProgress
 from .slice_source import SliceSource
 
-SliceProgress = Callable[[int, int], None]  # (boxes decoded, boxes planned): one box per slice in the usual case
-
-#: margin (px) added around the previous slice's mask when propagating beyond the annotated range
-PROPAGATION_MARGIN_PX = 5.0
 #: boxes decoded at once: full-resolution masks of a slice with many boxes would otherwise all sit in memory
 DECODE_BATCH = 8
 
@@ -108,31 +106,29 @@ class SegmentationSession:
         return union
 
     def segment(self, prompts: PromptSet, propagate: int = 0, progress: Optional[SliceProgress] = None,
-                refinement: Optional[Refinement] = None) -> Dict[int, LabelMask]:
-        """Segment every target of ``prompts`` across its annotated range (and ``propagate`` slices beyond it).
+                refinement: Optional[Refinement] = None,
+                stopping: StoppingRule = STOPPING_RULE) -> Dict[int, LabelMask]:
+        """Segment every target of ``prompts`` across its annotated range, and beyond each end until ``stopping``
+        says the target ended there, at most ``propagate`` slices (see ``propagation``).
 
-        Without ``refinement`` these are exactly the published steps; with it, the refined mode's (see ``refinement``).
+        Without ``refinement`` these are exactly the published steps; with it, the refined mode's (see ``refinement``),
+        on the propagated slices too. ``progress(done, total)`` follows every decode; each propagated slice adds one
+        to the total.
         """
         axis = prompts.axis
         plans = {label: interpolate_boxes(boxes) for label, boxes in prompts.key_boxes(self.shape).items()}
         self.prefetch(sorted({index for plan in plans.values() for index in plan}), axis)  # every target's slices, now
-        total = sum(len(boxes) for plan in plans.values() for boxes in plan.values())
-        done = 0
-
-        def decoded(count: int) -> None:
-            nonlocal done
-            done += count
-            if progress is not None:
-                progress(done, total)
-
+        count = ProgressCount(sum(len(boxes) for plan in plans.values() for boxes in plan.values()), progress)
         windows = None if refinement is None else zoom_windows(plans.values(), plane_shape(self.shape, axis), refinement)
         results: Dict[int, LabelMask] = {}
         for label, plan in plans.items():
-            results[label] = result = LabelMask(label, self.segment_slices(plan, axis, refinement, decoded, windows),
-                                                sorted(plan))
+            mask = self.segment_slices(plan, axis, refinement, count.decoded, windows)
+            results[label] = result = LabelMask(label, mask, sorted(plan))
             if propagate > 0:
-                self._propagate(result, axis, min(plan), -1, propagate)
-                self._propagate(result, axis, max(plan), +1, propagate)
+                reference = target_reference(self.volume_u8, mask, axis, plan)
+                for start, step in ((min(plan), -1), (max(plan), +1)):
+                    result.slices += propagate_target(self, mask, axis, start, step, propagate, refinement, stopping,
+                                                      reference, count)
             result.slices.sort()
         return results
 
@@ -158,27 +154,3 @@ class SegmentationSession:
 
     def __exit__(self, *exc):
         self.close()
-
-    def _write(self, result: LabelMask, axis: int, index: int, mask: np.ndarray) -> None:
-        result.mask[slice_indexer(axis, index)] |= mask
-        result.slices.append(index)
-
-    def _propagate(self, result: LabelMask, axis: int, start: int, step: int, limit: int) -> None:
-        """Extend ``result`` slice by slice from ``start``, prompting with the previous mask's box plus a margin."""
-        height, width = plane_shape(self.shape, axis)
-        count = slice_count(self.shape, axis)
-        previous = result.mask[slice_indexer(axis, start)]
-        for index in range(start + step, start + step * (limit + 1), step):
-            if not 0 <= index < count or not previous.any():
-                return
-            ys, xs = np.nonzero(previous)
-            box = np.array([xs.min() - PROPAGATION_MARGIN_PX, ys.min() - PROPAGATION_MARGIN_PX,
-                            xs.max() + PROPAGATION_MARGIN_PX, ys.max() + PROPAGATION_MARGIN_PX])
-            # look one slice ahead so the next embedding is encoding while this one decodes
-            if 0 <= index + step < count:
-                self.prefetch([index + step], axis, priority=1)
-            mask = self.segment_slice(index, [clip_box(box, height, width, f"propagated box on slice {index}")], axis)
-            if not mask.any():
-                return
-            self._write(result, axis, index, mask)
-            previous = mask
