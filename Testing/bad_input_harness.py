@@ -5,12 +5,18 @@ RECIST prompts as JSON and as Slicer markups, its truth as a label volume) into 
 folder and takes the SHA-256 and mode of every input file; ``check`` then proves that none of
 them changed and that no ``.partial-*`` file is left anywhere. ``Cli`` runs ``medsam-slicer``
 in-process (fast enough for a hundred cases) and counts model loads, so a test can show that bad
-input was refused before the model was loaded.
+input was refused before the model was loaded. ``EngineProcess`` runs it in a process of its own, for
+what only a real process shows: signals, and what native libraries print on the standard error.
 """
 
 import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -25,6 +31,7 @@ from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 from MedSAMSlicerLib.models import model_registry
 
 ERROR_PREFIX = "medsam-slicer: error: "
+ENGINE_DIR = Path(__file__).resolve().parents[1] / "MedSAMSlicer"
 
 
 def make_inputs(root: Path) -> None:
@@ -76,6 +83,10 @@ class Workspace:
             path.write_text(content, encoding="utf-8")
         self.before = fingerprint(self.inputs)
         return path
+
+    def refresh(self) -> None:
+        """Fingerprint the inputs again, after a test made further inputs in place (a folder, a pipe, a link)."""
+        self.before = fingerprint(self.inputs)
 
     def check(self) -> None:
         """No input file changed (bytes or mode), none appeared or vanished, and no partial file is left anywhere."""
@@ -134,3 +145,58 @@ class Cli:
         code = cli.main(argv)
         captured = self.capsys.readouterr()
         return Outcome(code, captured.out, captured.err, self.loads)
+
+
+class EngineProcess:
+    """``medsam-slicer`` in a process of its own, to receive real signals; ``patch`` is Python run before it (e.g. a
+    writer that touches a marker file and sleeps, so that a signal can be sent while a partial file exists)."""
+
+    def __init__(self, argv, patch: str = ""):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE_DIR), os.environ.get("PYTHONPATH", "")]))
+        code = f"{patch}\nimport sys\nfrom MedSAMSlicerLib.cli import main\nsys.exit(main({[str(a) for a in argv]!r}))\n"
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        env=env)
+        self.seen = b""
+
+    def wait_for_stderr(self, text: bytes) -> None:
+        while text not in self.seen:
+            chunk = self.process.stderr.read1(256)
+            assert chunk, f"the process ended first: {self.seen!r}"
+            self.seen += chunk
+
+    def wait_for_file(self, path: Path, timeout: float = 300) -> None:
+        stop = time.monotonic() + timeout
+        while not path.exists():
+            assert self.process.poll() is None, f"the process ended first: {self.process.stderr.read()!r}"
+            assert time.monotonic() < stop, "the process never got there"
+            time.sleep(0.05)
+
+    def signal(self, *numbers: int, gap: float = 0.1) -> None:
+        for n, number in enumerate(numbers):
+            if n:
+                time.sleep(gap)
+            if self.process.poll() is None:
+                self.process.send_signal(number)
+
+    def finish(self) -> Tuple[int, str]:
+        """The exit status and the whole standard error."""
+        _, rest = self.process.communicate(timeout=120)
+        return self.process.returncode, (self.seen + rest).decode("utf-8", "backslashreplace")
+
+
+def stalling_patch(module: str, function: str, marker: Path, when: str = "True", first: bool = False) -> str:
+    """Python that makes ``module.function`` (where ``when``, an expression of its ``args``, holds) touch ``marker``
+    and wait to be stopped: after doing its work, or with ``first`` before it."""
+    work = "real(*args, **kwargs)"
+    return (f"import time, pathlib, {module} as target\n"
+            f"real = target.{function}\n"
+            f"def stalled(*args, **kwargs):\n"
+            f"    done = None if {first} else {work}\n"
+            f"    if {when}:\n"
+            f"        pathlib.Path({str(marker)!r}).touch()\n"
+            f"        time.sleep(300)\n"
+            f"    return {work} if {first} else done\n"
+            f"target.{function} = stalled\n")
+
+
+STOP_SIGNALS = {"SIGINT": (signal.SIGINT, 130, "interrupted"), "SIGTERM": (signal.SIGTERM, 143, "stopped by SIGTERM")}

@@ -6,11 +6,14 @@ Cases that can be refused before any model work also assert that the model was n
 The cohort command has its own file, ``test_bad_input_cohort.py``.
 """
 
+import contextlib
 import errno
+import gzip
 import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,13 +24,12 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
+from bad_input_harness import STOP_SIGNALS, EngineProcess, stalling_patch
 from MedSAMSlicerLib.files import output_files
 from MedSAMSlicerLib.files.image_io import read_image, write_image
 from MedSAMSlicerLib.models.model_registry import embedded_lite_checkpoint
 from MedSAMSlicerLib.volume.embedding_cache import EmbeddingCache
 from MedSAMSlicerLib.volume.session import SegmentationSession
-
-ENGINE_DIR = Path(__file__).resolve().parents[1] / "MedSAMSlicer"
 
 
 def segment(w, *extra, output="result.seg.nrrd", image="ct.nii.gz", prompts="prompts.json"):
@@ -199,8 +201,124 @@ REFUSED_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("make, message", [case[1:] for case in REFUSED_BEFORE_THE_MODEL + REFUSED_COMMANDS],
-                         ids=[case[0] for case in REFUSED_BEFORE_THE_MODEL + REFUSED_COMMANDS])
+# ---- round two (issue 23): what a hospital's files still broke ----
+
+def dicom_series(w, name, edit):
+    """A copy of the workspace's 4-slice DICOM series, changed by ``edit(folder)``, as the image to segment."""
+    shutil.copytree(w.input("dicom"), w.inputs / name)
+    edit(w.inputs / name)
+    w.refresh()
+    return segment(w, image=w.inputs / name, prompts="dicom_prompts.json")
+
+
+def truncate(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def raw_nifti(w) -> bytes:
+    """The phantom as an uncompressed .nii (ITK's .nii.gz is that file, gzipped)."""
+    return gzip.decompress(w.input("ct.nii.gz").read_bytes())
+
+
+def detached_header(w, suffix: str, field: str):
+    """The phantom as a header (``.nhdr`` or ``.mhd``) whose data file is named ``voxels.nii``; -o that file."""
+    sitk.WriteImage(sitk.ReadImage(str(w.input("ct.nii.gz"))), str(w.inputs / f"ct{suffix}"))
+    header = w.inputs / f"ct{suffix}"
+    data = re.search(rf"^{field}\s*[:=]\s*(\S+)$", header.read_text(), re.M).group(1)
+    (w.inputs / data).rename(w.inputs / "voxels.nii")
+    header.write_text(header.read_text().replace(data, "voxels.nii"))
+    w.refresh()
+    return segment(w, "-o", w.input("voxels.nii"), image=header)
+
+
+def special_input(w, name, make):
+    """An input that is not a regular file (``make(path)`` creates it: a pipe), fingerprinted with the others."""
+    make(w.inputs / name)
+    w.refresh()
+    return w.inputs / name
+
+
+def far_markups(w, markup):
+    return segment(w, prompts=markups(w, markup))
+
+
+def symlink_loop(w):
+    (w.out / "loop").symlink_to("loop")
+    return segment(w, "-o", w.out / "loop" / "x.nii.gz")
+
+
+def spaced_image(w, spacing):
+    image = sitk.ReadImage(str(w.input("ct.nii.gz")))
+    image.SetSpacing(spacing)
+    return image_input(w, "far.mha", image)
+
+
+HUGE = "1" * 5000
+
+REFUSED_ROUND_TWO = [
+    ("DICOM series with a missing slice", lambda w: dicom_series(w, "gap", lambda f: (f / "slice1.dcm").unlink()),
+     r"DICOM series in .*gap has a gap of 5 mm between slice0.dcm \(at 0.00 mm\) and slice2.dcm \(at 5.00 mm\) "
+     r"where slices are 2.5 mm apart: about 1 slice\(s\) missing"),
+    ("DICOM series with two files at one position", lambda w: dicom_series(
+        w, "twice", lambda f: shutil.copy(f / "slice1.dcm", f / "slice1b.dcm")),
+     r"DICOM files slice1.dcm and slice1b.dcm in .*twice lie at the same position \(2.50 mm along the slice normal\)"),
+    ("DICOM series with a damaged file", lambda w: dicom_series(w, "damaged", lambda f: truncate(f / "slice3.dcm", 4000)),
+     r"DICOM file .*damaged/slice3.dcm cannot be read \(damaged or incomplete\)"),
+    ("truncated .nii.gz", lambda w: segment(w, image=w.add("cut.nii.gz", w.input("ct.nii.gz").read_bytes()[:300])),
+     r"image .*cut.nii.gz is incomplete: its compressed data ends before the voxels its header promises"),
+    ("truncated .nii", lambda w: segment(w, image=w.add("cut.nii", raw_nifti(w)[:5000])),
+     r"image .*cut.nii is incomplete: its header promises 23392 bytes, the file holds 5000"),
+    ("NIfTI header without data", lambda w: segment(w, image=w.add("head.nii", raw_nifti(w)[:352])),
+     r"image .*head.nii is incomplete: its header promises 23392 bytes, the file holds 352"),
+    ("complex-valued image", lambda w: segment(w, image=image_input(
+        w, "complex.nii.gz", sitk.GetImageFromArray(np.zeros((6, 40, 48), np.complex64)))), "holds complex numbers"),
+    ("spacing of 1e300", lambda w: segment(w, image=spaced_image(w, (1e300, 0.9, 2.5))),
+     r"image .*far.mha has a voxel spacing of 1e\+300 x 0.9 x 2.5 mm; a scan's spacing lies between"),
+    ("output is an .nhdr input's data file", lambda w: detached_header(w, ".nhdr", "data file"),
+     r"output .*voxels.nii is the data file .*voxels.nii of the input .*ct.nhdr"),
+    ("output is an .mhd input's data file", lambda w: detached_header(w, ".mhd", "ElementDataFile"),
+     r"output .*voxels.nii is the data file .*voxels.nii of the input .*ct.mhd"),
+    ("image is a FIFO", lambda w: segment(w, image=special_input(w, "pipe.nii.gz", os.mkfifo)),
+     r"image .*pipe.nii.gz cannot be read: it is a named pipe \(FIFO\), not a file"),
+    ("prompt file is a FIFO", lambda w: segment(w, prompts=special_input(w, "pipe.json", os.mkfifo)),
+     r"prompt file .*pipe.json cannot be read: it is a named pipe \(FIFO\), not a file"),
+    ("prompt file is /dev/zero", lambda w: segment(w, prompts=Path("/dev/zero")),
+     r"prompt file /dev/zero cannot be read: it is a character device, not a file"),
+    ("image is /dev/zero", lambda w: segment(w, image=Path("/dev/zero")), "image /dev/zero cannot be read: it is a character"),
+    ("5000-digit integer in a prompt file", lambda w: segment(w, prompts=w.add("huge.json", '{"prompts": [{"type": "box", '
+                                                                                  f'"slice": 2, "box": [{HUGE}, 1, 20, 20]}}]}}')),
+     r"prompt file .*huge.json holds an integer of 5000 digits \(111111111111...\); no value in a prompt file is that long"),
+    ("5000-digit integer in markups", lambda w: segment(w, prompts=w.add("huge.mrk.json", json.dumps(
+        {"markups": [{**LINE, "controlPoints": [{"position": [0, 0, 0]}, {"position": ["X", 0, 0]}]}]}).replace('"X"', HUGE))),
+     r"markups file .*huge.mrk.json holds an integer of 5000 digits"),
+    ("label beyond int64", lambda w: segment(w, prompts=prompt_file(w, "label.json", {**BOX, "label": 2 ** 70})),
+     r"'label' must be at most 9223372036854775807, got 1180591620717411303424"),
+    ("RECIST axis far outside", lambda w: segment(w, prompts=prompt_file(w, "far.json", {
+        "type": "recist", "slice": 2, "long_axis": [[-1e308, 0], [1e308, 0]]})),
+     r"'long_axis' must be a voxel coordinate \(at most 1e\+09 voxels from the image\), got -1e\+308"),
+    ("markups line far outside", lambda w: far_markups(w, {**LINE, "controlPoints": [{"position": [1e308, 0, 0]},
+                                                                                   {"position": [-1e308, 0, 0]}]}),
+     r"Line #1: lies far outside the image"),
+    ("markups ROI far outside", lambda w: far_markups(w, {"type": "ROI", "center": [1e300, 0, 0],
+                                                          "size": [1e308, 1e308, 1e308]}),
+     r"ROI #1: lies far outside the image"),
+    ("--cache-dir is the output file", lambda w: segment(w, "--cache-dir", w.out / "x.nii.gz", output="x.nii.gz"),
+     r"--cache-dir .*x.nii.gz is the output file .*x.nii.gz; give the cache a folder of its own"),
+    ("symlink loop above the output", symlink_loop, r"out/loop is a symbolic link that leads nowhere \(broken, or a loop\)"),
+    ("evaluate --tolerance nan", lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "--tolerance", "nan",
+                                            "-o", w.out / "report"], r"--tolerance must be a number of mm, 0 or more, got nan"),
+    ("labels map key '²'", lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "--labels-map",
+                                      w.add("names.json", '{"\u00b2": "liver"}'), "-o", w.out / "report"],
+     r"labels map .*names.json: key must be a label number \(digits 0-9\), got '²'"),
+    ("labels map with a 5000-digit integer", lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs,
+                                                         "--labels-map", w.add("names.json", f'{{"1": {HUGE}}}'),
+                                                         "-o", w.out / "report"],
+     r"labels map .*names.json holds an integer of 5000 digits"),
+]
+REFUSED = REFUSED_BEFORE_THE_MODEL + REFUSED_COMMANDS + REFUSED_ROUND_TWO
+
+
+@pytest.mark.parametrize("make, message", [case[1:] for case in REFUSED], ids=[case[0] for case in REFUSED])
 def test_refused_before_the_model_loads(work, cli, make, message):
     argv = make(work)
     outputs_before = sorted(work.out.iterdir())
@@ -314,20 +432,17 @@ def test_an_interrupt_leaves_no_output(work, cli, monkeypatch, where):
     assert list(work.out.iterdir()) == []
 
 
-def test_ctrl_c_in_a_real_process_leaves_no_output(work):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE_DIR), os.environ.get("PYTHONPATH", "")]))
-    argv = [sys.executable, "-m", "MedSAMSlicerLib", *map(str, segment(work, output="x.seg.nrrd"))]
+@pytest.mark.parametrize("presses", [1, 2], ids=["Ctrl+C", "Ctrl+C twice, 0.1 s apart"])
+def test_ctrl_c_in_a_real_process_leaves_no_output(work, presses):
+    """A second Ctrl+C during the first one's clean-up is ignored: no abort, no traceback from a closing bar."""
+    argv = segment(work, output="x.seg.nrrd")
     argv.remove("--quiet")  # the progress bar says when segmentation has begun
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    seen = b""
-    while b"segmenting slices" not in seen:
-        chunk = process.stderr.read1(256)
-        assert chunk, f"the process ended before segmenting: {seen!r}"
-        seen += chunk
-    process.send_signal(signal.SIGINT)
-    _, rest = process.communicate(timeout=120)
-    stderr = (seen + rest).decode()
-    assert process.returncode == 130, stderr
+    run = EngineProcess(argv)
+    run.wait_for_stderr(b"segmenting slices")
+    run.signal(*[signal.SIGINT] * presses, gap=0.1)
+    code, stderr = run.finish()
+    assert code == 130, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr and "terminate called" not in stderr
     assert stderr.rstrip().splitlines()[-1].split("\r")[-1] == "medsam-slicer: error: interrupted"
     assert list(work.out.iterdir()) == []
 
@@ -338,7 +453,8 @@ def test_an_image_with_no_finite_voxel_is_refused(work, cli):
     nan_image = work.add("nan.mha", (work.out / "nan.mha").read_bytes())
     (work.out / "nan.mha").unlink()
     outcome = cli(*segment(work, image=nan_image))
-    assert outcome.code == 2 and outcome.message == "the image holds no finite voxel (all NaN or infinite)"
+    assert outcome.code == 2 and outcome.message == f"image {nan_image} holds no finite voxel (all NaN or infinite)"
+    assert outcome.model_loads == 0  # refused when read, before the model loads
     assert list(work.out.iterdir()) == []
 
 
@@ -455,3 +571,143 @@ def test_evaluate_takes_whole_valued_float_labels(work, cli):
     outcome = cli("evaluate", "--images", work.input("images"), "--labels", work.input("labels"), "-o", work.out / "r")
     assert outcome.code == 0, outcome.stderr
     assert "label 1" in outcome.stdout
+
+
+# ---- round two (issue 23): input that is valid, or failures that must say the truth ----
+
+@pytest.mark.parametrize("name", ["scan.nii.nii.gz", "scan.nii.gz.nii.gz", "scan.img.nii"])
+def test_an_output_named_with_two_extensions_is_written_by_its_last_one(work, cli, name):
+    outcome = cli(*segment(work, output=name))
+    assert outcome.code == 0, outcome.stderr
+    assert os.listdir(work.out) == [name]  # nothing beside it: no partial file, no .hdr of a guessed Analyze pair
+    assert read_image(work.out / name).array.sum() > 50
+
+
+def latin1(*parts: bytes) -> Path:
+    """A path whose names are Latin-1 bytes, as Python holds names that are not UTF-8."""
+    return Path(os.fsdecode(os.path.join(*parts)))
+
+
+def test_file_names_that_are_not_utf8_are_read_and_written(work, cli):
+    folder = latin1(os.fsencode(work.inputs), b"d\xe9p\xf4t")
+    folder.mkdir()
+    shutil.copy(work.input("ct.nii.gz"), folder / latin1(b"sc\xe9n.nii.gz"))
+    series = folder / latin1(b"s\xe9rie")
+    shutil.copytree(work.input("dicom"), series)
+    (series / "slice2.dcm").rename(series / latin1(b"co\xfbpe2.dcm"))
+    outputs = latin1(os.fsencode(work.out), b"r\xe9sultats")
+    work.refresh()
+    plain = cli(*segment(work, output="plain.nii.gz"))
+    outcome = cli(*segment(work, "-o", outputs / latin1(b"\xe9.nii.gz"), image=folder / latin1(b"sc\xe9n.nii.gz")))
+    dicom = cli(*segment(work, "-o", outputs / "series.seg.nrrd", image=series, prompts="dicom_prompts.json"))
+    assert plain.code == outcome.code == dicom.code == 0, outcome.stderr + dicom.stderr
+    assert outcome.stdout.splitlines()[0] == plain.stdout.splitlines()[0]
+    assert "\\udce9.nii.gz" in outcome.stdout  # the name that is not UTF-8, shown escaped
+    np.testing.assert_array_equal(read_image(outputs / latin1(b"\xe9.nii.gz")).array,
+                                  read_image(work.out / "plain.nii.gz").array)
+    assert slicerio.read_segmentation(str(outputs / "series.seg.nrrd"))["voxels"].sum() > 0
+
+
+def test_the_measurements_printed_are_those_of_the_file_written(work, cli):
+    """Two targets on the same box: a label image keeps label 2 only (the higher wins), a .seg.nrrd both."""
+    both = prompt_file(work, "both.json", {**BOX, "label": 1}, {**BOX, "label": 2})
+    for output in ("x.nii.gz", "x.seg.nrrd"):
+        outcome = cli(*segment(work, output=output, prompts=both))
+        assert outcome.code == 0, outcome.stderr
+        printed = dict(re.findall(r"^label (\d+): \d+ slices, ([\d.]+) mL", outcome.stdout, re.M))
+        written = (read_image(work.out / output).array if output == "x.nii.gz" else None)
+        voxel_ml = 0.8 * 0.9 * 2.5 / 1000
+        if written is not None:
+            assert printed["1"] == "0.00" and (written == 1).sum() == 0
+            assert float(printed["2"]) == pytest.approx((written == 2).sum() * voxel_ml, abs=0.005)
+        else:
+            assert printed["1"] == printed["2"] != "0.00"
+
+
+def nan_checkpoint(w) -> Path:
+    import torch
+
+    state = torch.load(embedded_lite_checkpoint(), map_location="cpu", weights_only=True)
+    weights = state.get("model", state)
+    name = next(key for key, value in weights.items() if value.is_floating_point())
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    path = w.inputs / "diverged.pth"
+    torch.save(state, path)
+    w.refresh()
+    return path
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_naming_the_tensor(work, cli):
+    outcome = cli(*segment(work, "--checkpoint", nan_checkpoint(work), output="x.nii.gz"))
+    assert outcome.code == 2, outcome.stderr
+    assert re.fullmatch(r"checkpoint .*diverged.pth: tensor '[\w.]+' holds NaN or infinite weights \(what a diverged "
+                        r"training run writes\); the model would answer with empty masks", outcome.message)
+    assert list(work.out.iterdir()) == []
+
+
+@pytest.mark.parametrize("fault", ["read-only", "full"])
+def test_an_export_cache_that_cannot_be_written_is_a_warning(work, cli, monkeypatch, fault):
+    """The model runs from memory (PyTorch) when its network exports cannot be kept."""
+    if fault == "read-only":
+        monkeypatch.setenv("MEDSAM_SLICER_CACHE", str(read_only_folder()))
+    else:
+        import torch
+        monkeypatch.setenv("MEDSAM_SLICER_CACHE", str(work.root / "exports"))
+        monkeypatch.setattr(torch.onnx, "export", disk_full)
+    outcome = cli(*segment(work, "--checkpoint", embedded_lite_checkpoint(), output="x.nii.gz"))
+    assert outcome.code == 0, outcome.stderr
+    assert len(outcome.warning_lines) == 1
+    reason = "No space left on device" if fault == "full" else "Operation not permitted|Read-only file system"
+    assert re.search(rf"network export folder .* cannot be written \(({reason})\); the networks run in PyTorch",
+                     outcome.warning_lines[0])
+    assert "cpu/torch/fp32" in outcome.stdout
+    assert read_image(work.out / "x.nii.gz").array.sum() > 50
+
+
+def test_a_full_standard_output_is_named_as_such(work, cli, monkeypatch):
+    full = open("/dev/full", "w")
+    monkeypatch.setattr(sys, "stdout", full)
+    try:
+        outcome = cli(*segment(work, output="x.nii.gz"))
+    finally:
+        with contextlib.suppress(OSError):
+            full.close()
+    assert outcome.code == 2
+    assert outcome.message == "cannot write to standard output: No space left on device"
+    assert read_image(work.out / "x.nii.gz").array.sum() > 50  # the result was written whole before the report
+
+
+@pytest.mark.parametrize("name, make, reason", [
+    ("bad.png", lambda w: b"\x89PNG\r\n\x1a\n" + b"junk" * 20, "the PNG reader failed"),
+    ("cut.mha", lambda w: mha_bytes(w)[:3000], "the MetaImage reader failed"),
+])
+def test_an_unreadable_image_is_one_line_in_the_users_words(work, name, make, reason):
+    """In a real process: nothing of ITK's, libpng's or MetaImage's own printing reaches the terminal."""
+    image = work.add(name, make(work))
+    run = EngineProcess(segment(work, output="x.nii.gz", image=image))
+    code, stderr = run.finish()
+    assert code == 2
+    assert stderr == f"medsam-slicer: error: cannot read image {image}: the file is damaged or incomplete ({reason})\n"
+    assert list(work.out.iterdir()) == []
+
+
+def mha_bytes(w) -> bytes:
+    write_image(w.out / "staging.mha", read_image(w.input("ct.nii.gz")).array, read_image(w.input("ct.nii.gz")).geometry)
+    data = (w.out / "staging.mha").read_bytes()
+    (w.out / "staging.mha").unlink()
+    return data
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_writing_leaves_no_partial_file(work, stop):
+    """A scheduler's SIGTERM is treated as Ctrl+C: the partial file being written is deleted."""
+    number, status, message = STOP_SIGNALS[stop]
+    marker = work.root / "writing"
+    run = EngineProcess(segment(work, output="x.nii.gz"), stalling_patch("SimpleITK", "WriteImage", marker))
+    run.wait_for_file(marker)
+    assert [p.name.startswith(".partial-") for p in work.out.iterdir()] == [True]  # caught while one exists
+    run.signal(number)
+    code, stderr = run.finish()
+    assert code == status, stderr
+    assert stderr.rstrip().splitlines()[-1] == f"medsam-slicer: error: {message}"
+    assert list(work.out.iterdir()) == []

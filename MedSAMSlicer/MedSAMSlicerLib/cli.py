@@ -10,8 +10,9 @@
 
 Bad input, and any file that cannot be read or written, exits with status 2 and one line on stderr,
 checked before the model loads wherever it can be; no partial output file is left behind and no
-input is ever written to. Warnings are one line each. An unexpected internal error exits with
-status 1 and one line (MEDSAM_SLICER_TRACEBACK=1 shows where it happened).
+input is ever written to. Ctrl+C and SIGTERM stop every command the same clean way (status 130 and
+143; ``interrupts``). Warnings are one line each. An unexpected internal error exits with status 1
+and one line (MEDSAM_SLICER_TRACEBACK=1 shows where it happened).
 """
 
 import argparse
@@ -24,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import MedSAMError, PromptError
+from .errors import MedSAMError, OutputError, PromptError
 
 EXIT_BAD_INPUT = 2
 
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     from .models.model_registry import DEFAULT_MODEL, MODELS
     from .models.quantization import PRECISIONS
     from .volume.intensity import CT_PRESETS
+    from .volume.propagation import DEFAULT_PROPAGATE_SLICES
     from .volume.refinement import DEFAULT_MODE, MODES
 
     parser = argparse.ArgumentParser(prog="medsam-slicer", description=__doc__.split("\n\n")[0])
@@ -53,8 +55,10 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"intensity: {', '.join(CT_PRESETS)}, W,L (e.g. 400,40), percentile, or auto (default: "
                               "soft-tissue for CT, percentile otherwise)")
     segment.add_argument("--axis", type=int, choices=(0, 1, 2), help="slicing axis, IJK index (default: the prompt file's, else 2)")
-    segment.add_argument("--propagate", type=int, default=0, metavar="N",
-                         help="extend each target up to N slices beyond its annotated range (default 0: off)")
+    segment.add_argument("--propagate", type=int, default=DEFAULT_PROPAGATE_SLICES, metavar="N",
+                         help="extend each target beyond its annotated range, slice by slice, until the measured "
+                              "stopping rule finds it ended, at most N slices each way (default "
+                              f"{DEFAULT_PROPAGATE_SLICES}; 0: off; see docs/propagation.md)")
     segment.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
                          help="refined (default: zoomed inference, better on real scans) or published (exactly the "
                               "published MedSAM steps); see the README")
@@ -145,7 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--device", default="auto")
     batch.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
     batch.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
-    batch.add_argument("--propagate", type=int, default=0, metavar="N", help="as for segment (default 0)")
+    batch.add_argument("--propagate", type=int, default=DEFAULT_PROPAGATE_SLICES, metavar="N",
+                       help=f"as for segment (default {DEFAULT_PROPAGATE_SLICES})")
     batch.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help=f"as for segment (default {DEFAULT_MODE})")
     batch.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for segment (default auto)")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -172,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
 def _segment(args) -> None:
     from .cases.file_segmentation import read_case, segment_case
     from .files.image_io import check_output_path
-    from .files.output_files import check_output_folder
+    from .files.output_files import check_output_folder, same_file
     from .models.model_registry import load_model
     from .models.quantization import check_precision
     from .volume.embedding_cache import EmbeddingCache
@@ -186,6 +191,9 @@ def _segment(args) -> None:
     output = check_output_path(args.output, inputs, case.prompts.labels)
     if args.cache_dir is not None:
         check_output_folder(args.cache_dir, inputs, "--cache-dir")
+        if same_file(Path(args.cache_dir), output):
+            raise OutputError(f"--cache-dir {args.cache_dir} is the output file {output}; give the cache a folder "
+                              "of its own")
     cache = None if args.cache_dir is None else EmbeddingCache(directory=args.cache_dir)  # else the session's own
     model = load_model(args.model, args.checkpoint, args.device, args.runtime, args.precision, args.mode)
     with _progress_bar(desc="segmenting slices", unit="box", disable=args.quiet) as bar:
@@ -194,11 +202,11 @@ def _segment(args) -> None:
             bar.update(done - bar.n)
 
         result = segment_case(case, output, model, args.propagate, cache, progress, args.mode)
-    for target in result.targets:
-        print(f"label {target.label}: {target.slices} slices, {target.volume_ml:.2f} mL, "
-              f"longest diameter {target.longest_diameter_mm:.1f} mm (slice {target.diameter_slice})")
-    print(f"wrote {output} ({args.model}, {args.mode} mode, {result.intensity}, "
-          f"{model.device}/{model.runtime}/{model.precision}, {result.seconds:.1f} s)")
+    _say(*(f"label {target.label}: {target.slices} slices, {target.volume_ml:.2f} mL, "
+           f"longest diameter {target.longest_diameter_mm:.1f} mm (slice {target.diameter_slice})"
+           for target in result.targets),
+         f"wrote {output} ({args.model}, {args.mode} mode, {result.intensity}, "
+         f"{model.device}/{model.runtime}/{model.precision}, {result.seconds:.1f} s)")
 
 
 def _sample(args) -> None:
@@ -209,7 +217,7 @@ def _sample(args) -> None:
         raise PromptError(f"--every must be 1 or more, got {args.every}")
     check_output_folder(args.directory)
     for path in write_sample(args.directory, args.every):
-        print(f"wrote {path}")
+        _say(f"wrote {path}")
 
 
 def _evaluate(args) -> None:
@@ -232,9 +240,9 @@ def _evaluate(args) -> None:
     with _stage_bars(quiet=False) as progress:
         evaluate_cohort(cases, args.model or ["lite-medsam"], Path(args.output), options,
                         _read_labels_map(args.labels_map), progress)
-    print((Path(args.output) / "summary.txt").read_text(encoding="utf-8"), end="")
-    print(f"wrote {Path(args.output) / 'scores.csv'}, summary.txt, dsc_boxplot.png and overlays"
-          + (", corrections.csv and correction_curve.png" if args.corrections else ""))
+    _say((Path(args.output) / "summary.txt").read_text(encoding="utf-8").rstrip("\n"),
+         f"wrote {Path(args.output) / 'scores.csv'}, summary.txt, dsc_boxplot.png and overlays"
+         + (", corrections.csv and correction_curve.png" if args.corrections else ""))
 
 
 def _train(args) -> None:
@@ -259,9 +267,9 @@ def _train(args) -> None:
     if not main_process:
         return
     start = result.history[0]["val_dsc"]
-    print(f"validation DSC {start:.4f} at the start, best {result.best_dsc:.4f} at epoch {result.best_epoch}; "
-          f"wrote {result.model_file} (load it with segment --model {config.model} --checkpoint), "
-          f"training_log.csv and training_curves.png")
+    _say(f"validation DSC {start:.4f} at the start, best {result.best_dsc:.4f} at epoch {result.best_epoch}; "
+         f"wrote {result.model_file} (load it with segment --model {config.model} --checkpoint), "
+         f"training_log.csv and training_curves.png")
 
 
 def _batch(args) -> None:
@@ -286,8 +294,8 @@ def _batch(args) -> None:
 
         outcome = segment_cohort(cases, model, Path(args.output), args.format, shard, args.window, args.propagate,
                                  progress, args.mode)
-    print(f"shard {shard[0] + 1}/{shard[1]}: {len(outcome.done)} segmented, {len(outcome.skipped)} already done, "
-          f"{len(outcome.failed)} failed; summary in {Path(args.output) / 'summary.csv'}")
+    _say(f"shard {shard[0] + 1}/{shard[1]}: {len(outcome.done)} segmented, {len(outcome.skipped)} already done, "
+         f"{len(outcome.failed)} failed; summary in {Path(args.output) / 'summary.csv'}")
     if outcome.failed:
         raise PromptError(f"{len(outcome.failed)} case(s) failed, reasons in their .error.txt files: "
                           + ", ".join(outcome.failed[:5]) + (" ..." if len(outcome.failed) > 5 else ""))
@@ -305,8 +313,7 @@ def _bench(args) -> None:
     report = run_benchmark(models, args.device, args.runtime, args.slices, args.volume_slices, args.prompts,
                            args.processes)
     table = write_report(Path(args.output), report)
-    print("\n".join(summary_table(report)))
-    print(f"wrote {args.output} and {table}")
+    _say(*summary_table(report), f"wrote {args.output} and {table}")
 
 
 @contextmanager
@@ -336,10 +343,12 @@ def _read_labels_map(path):
         return {}
     from .files.json_file import read_json
 
+    from .files.numbers import label_number
+
     document = read_json(path, "labels map")
-    if not isinstance(document, dict) or not all(k.isdigit() and isinstance(v, str) for k, v in document.items()):
+    if not isinstance(document, dict) or not all(isinstance(v, str) for v in document.values()):
         raise PromptError(f'labels map {path} must map label values to names, e.g. {{"1": "liver"}}')
-    return {int(k): v for k, v in document.items()}
+    return {label_number(key, f"labels map {path}: key"): name for key, name in document.items()}
 
 
 def _models(args) -> None:
@@ -347,29 +356,45 @@ def _models(args) -> None:
 
     for spec in MODELS.values():
         needs = f"needs --checkpoint {spec.checkpoint_file}" if spec.checkpoint_file else "embedded weights"
-        print(f"{spec.id:14s} {spec.description} ({needs})")
+        _say(f"{spec.id:14s} {spec.description} ({needs})")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .interrupts import exit_status, interrupt_message, signals_as_interrupts
+
     args = _parser().parse_args(argv)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), signals_as_interrupts():
         warnings.showwarning = _warning_line
         try:
             {"segment": _segment, "sample": _sample, "evaluate": _evaluate, "train": _train,
              "batch": _batch, "bench": _bench, "models": _models}[args.command](args)
+            _say()  # flushed: a report that cannot be written is an error, now
         except MedSAMError as error:
             return _fail(str(error), EXIT_BAD_INPUT)
         except OSError as error:  # a file that could not be read or written, wherever it surfaced
             where = f"{error.filename}: " if error.filename else ""
             return _fail(f"{where}{error.strerror or error}", EXIT_BAD_INPUT)
-        except KeyboardInterrupt:
-            return _fail("interrupted", 130)
+        except KeyboardInterrupt as interrupt:  # Ctrl+C, or SIGTERM from a scheduler (interrupts)
+            return _fail(interrupt_message(interrupt), exit_status(interrupt))
         except Exception as error:
             if os.environ.get("MEDSAM_SLICER_TRACEBACK"):
                 traceback.print_exc()
             return _fail(f"internal error ({error.__class__.__name__}: {error}); please report it", 1,
                          "set MEDSAM_SLICER_TRACEBACK=1 to see where")
     return 0
+
+
+def _say(*lines: str) -> None:
+    """``lines`` on standard output, then flushed. What the output's encoding cannot hold (a file name that is not
+    UTF-8) is escaped; an output that cannot be written (a full disk) is an error that says it is standard output."""
+    stream = sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        for line in lines:
+            stream.write(line.encode(encoding, "backslashreplace").decode(encoding) + "\n")
+        stream.flush()
+    except OSError as error:
+        raise OutputError(f"cannot write to standard output: {error.strerror or error}") from None
 
 
 _bars_shown = False  # whether a progress bar has been drawn on stderr by this process

@@ -112,8 +112,18 @@ def test_a_missing_file_is_named(tmp_path):
 
 
 def test_a_directory_is_not_a_checkpoint(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="cannot be read: it is a folder, not a file"):
         read_state_dict(tmp_path)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    """What a diverged fine-tuning run saves: a training checkpoint, DDP-prefixed, one tensor infinite."""
+    state = {f"module.{key}": value for key, value in small_network().state_dict().items()}
+    name = next(key for key, value in state.items() if value.is_floating_point())
+    state[name] = torch.full_like(state[name], float("inf"))
+    torch.save({"model": state, "epoch": 3}, tmp_path / "diverged.pth")
+    with pytest.raises(CheckpointError, match=rf"tensor '{name[len('module.'):]}' holds NaN or infinite weights"):
+        read_state_dict(tmp_path / "diverged.pth")
 
 
 def _truncated_checkpoint() -> bytes:

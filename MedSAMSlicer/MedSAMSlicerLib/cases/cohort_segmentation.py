@@ -21,9 +21,11 @@ from typing import Callable, List, Optional, Sequence
 
 from ..errors import ImageError, MedSAMError, SettingsError
 from ..files.image_io import IMAGE_SUFFIXES
-from ..files.output_files import atomic_output
+from ..files.input_files import check_regular_file
+from ..files.output_files import atomic_output, write_text_file
 from ..models.slice_model import SliceModel
 from ..volume.refinement import DEFAULT_MODE
+from .case_names import case_stem
 from .file_segmentation import read_case, segment_case
 
 SUMMARY_COLUMNS = ["case", "label", "slices", "volume_ml", "longest_diameter_mm", "diameter_slice", "seconds", "error"]
@@ -54,6 +56,14 @@ def case_name(image: Path) -> str:
     return image.name  # a DICOM folder
 
 
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a name too long to exist is not one (``Path.is_file`` raises on it)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def cases_from_folders(images: Path, prompts: Path) -> List[CohortCase]:
     """Images (files, or DICOM series folders) paired by name with ``NAME.json`` or ``NAME.mrk.json`` prompts."""
     for folder, what in ((images, "--images"), (prompts, "--prompts")):
@@ -68,7 +78,7 @@ def cases_from_folders(images: Path, prompts: Path) -> List[CohortCase]:
             raise ImageError(f"images {seen[name].name} and {image.name} in {images} have the same case name {name!r}; "
                              "rename one (each case needs its own results)")
         seen[name] = image
-        found = [p for p in (Path(prompts) / f"{name}.json", Path(prompts) / f"{name}.mrk.json") if p.is_file()]
+        found = [p for p in (Path(prompts) / f"{name}.json", Path(prompts) / f"{name}.mrk.json") if _is_file(p)]
         if not found:
             raise ImageError(f"image {image.name} has no prompt file {name}.json or {name}.mrk.json in {prompts}")
         cases.append(CohortCase(name, image, found[0]))
@@ -79,9 +89,9 @@ def cases_from_folders(images: Path, prompts: Path) -> List[CohortCase]:
 
 def cases_from_csv(path: Path) -> List[CohortCase]:
     """Cases listed in a CSV with ``image`` and ``prompts`` columns (and an optional ``case`` name)."""
-    path = Path(path)
+    path = check_regular_file(path, "cases file")
     try:
-        with open(path, newline="", encoding="utf-8") as stream:
+        with open(path, newline="", encoding="utf-8-sig") as stream:  # Excel's "CSV UTF-8" starts with a BOM
             rows = list(csv.DictReader(stream))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise ImageError(f"cases file {path} is not a readable CSV ({error.__class__.__name__})") from None
@@ -128,22 +138,21 @@ def segment_cohort(cases: Sequence[CohortCase], model: SliceModel, output: Path,
     outcome = CohortOutcome([], [], [])
     try:
         for number, case in enumerate(mine, start=1):
-            record, error_file = output / f"{case.name}.json", output / f"{case.name}.error.txt"
+            stem = output / case_stem(case.name, output)
+            record, error_file = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".error.txt")
             if record.is_file():
                 outcome.skipped.append(case.name)
             else:
                 try:
-                    result = segment_case(read_case(case.image, case.prompts, window), output / f"{case.name}{suffix}",
+                    result = segment_case(read_case(case.image, case.prompts, window), stem.with_name(stem.name + suffix),
                                           model, propagate, mode=mode)
-                    with atomic_output(record) as temporary:
-                        temporary.write_text(json.dumps({
-                            "case": case.name, "image": str(case.image), "prompts": str(case.prompts),
-                            "model": model.cache_id, "mode": mode, "intensity": result.intensity, "seconds": result.seconds,
-                            "targets": [t.as_dict() for t in result.targets]}, indent=2) + "\n", encoding="utf-8")
+                    write_text_file(record, json.dumps({
+                        "case": case.name, "image": str(case.image), "prompts": str(case.prompts),
+                        "model": model.cache_id, "mode": mode, "intensity": result.intensity, "seconds": result.seconds,
+                        "targets": [t.as_dict() for t in result.targets]}, indent=2) + "\n")
                 except Exception as error:  # any failure is this case's, never the cohort's
                     reason = str(error) if isinstance(error, MedSAMError) else f"{error.__class__.__name__}: {error}"
-                    with atomic_output(error_file) as temporary:
-                        temporary.write_text(" ".join(reason.split()) + "\n", encoding="utf-8")
+                    write_text_file(error_file, " ".join(reason.split()) + "\n")
                     outcome.failed.append(case.name)
                 else:
                     error_file.unlink(missing_ok=True)
@@ -174,7 +183,8 @@ def write_summary(output: Path) -> Path:
         rows.append({"case": failure.name[:-len(".error.txt")], "error": reason})
     rows.sort(key=lambda row: str(row["case"]))  # stable: a case's targets keep their order
     path = output / "summary.csv"
-    with atomic_output(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
+    with atomic_output(path) as temporary, open(temporary, "w", newline="", encoding="utf-8",
+                                                errors="backslashreplace") as stream:
         writer = csv.DictWriter(stream, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

@@ -10,9 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
+import numpy as np
+
 from ..errors import PromptError
 from ..files.image_io import LoadedImage, read_image, write_segmentation
 from ..models.slice_model import SliceModel
+from ..prompts.geometry import ImageGeometry, occupied_slices
 from ..prompts.measurements import longest_diameter_in_volume_mm, volume_ml
 from ..prompts.prompt_types import PromptSet
 from ..volume.embedding_cache import EmbeddingCache
@@ -84,10 +87,14 @@ def segment_case(case: PreparedCase, output, model: SliceModel, propagate: int =
     with SegmentationSession(image.array, model, case.intensity, cache) as session:
         results = session.segment(prompts, propagate=propagate, progress=progress, refinement=refinement)
     del session  # its normalised volume and in-memory embeddings go before the output's copies are made
-    write_segmentation(output, {label: r.mask for label, r in results.items()}, image.geometry)
-    targets = []
-    for label, result in results.items():
-        diameter, where = longest_diameter_in_volume_mm(result.mask, image.geometry, prompts.axis)
-        targets.append(TargetMeasurement(label, len(result.slices), volume_ml(result.mask, image.geometry), diameter,
-                                         where))
+    written = write_segmentation(output, {label: r.mask for label, r in results.items()}, image.geometry)
+    del results
+    targets = [measure_target(label, mask, image.geometry, prompts.axis) for label, mask in written.items()]
     return FileSegmentation(targets, case.intensity.key, time.perf_counter() - started)
+
+
+def measure_target(label: int, mask: np.ndarray, geometry: ImageGeometry, axis: int) -> TargetMeasurement:
+    """A target's measurements, taken from its mask as the output file holds it (what is reported is what was
+    written: in a label image a target may lose voxels to an overlapping one with a higher label)."""
+    diameter, where = longest_diameter_in_volume_mm(mask, geometry, axis)
+    return TargetMeasurement(label, len(occupied_slices(mask, axis)), volume_ml(mask, geometry), diameter, where)

@@ -4,6 +4,7 @@ Shared by ``medsam-slicer evaluate`` (cases read from folders) and the Slicer lo
 the scene): each case is loaded only when its turn comes, so a cohort never sits in memory at once.
 """
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -59,8 +60,10 @@ class EvaluationOptions:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
         if unknown or not self.protocols:
             raise PromptError(f"protocol(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(PROTOCOLS)}")
-        if self.every < 1 or self.clicks < 1 or self.jitter < 0 or self.tolerance_mm < 0:
-            raise PromptError("--every and --clicks must be 1 or more, --jitter and --tolerance 0 or more")
+        if self.every < 1 or self.clicks < 1 or self.jitter < 0:
+            raise PromptError("--every and --clicks must be 1 or more, --jitter 0 or more")
+        if not (math.isfinite(self.tolerance_mm) and self.tolerance_mm >= 0):
+            raise PromptError(f"--tolerance must be a number of mm, 0 or more, got {self.tolerance_mm}")
         if self.corrections < 0 or not 0 < self.target_dsc <= 1:
             raise PromptError("--corrections must be 0 or more and --target-dsc between 0 and 1")
         unknown_modes = [m for m in self.modes if m not in MODES]

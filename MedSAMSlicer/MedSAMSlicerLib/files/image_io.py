@@ -15,7 +15,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import ImageError, OutputError
-from ..prompts.geometry import ImageGeometry
+from ..prompts.geometry import ImageGeometry, check_geometry
+from .dicom_series import read_dicom_series
+from .input_files import check_input_files
+from .itk_bridge import itk_failure, read_itk_image, write_itk_image
+from .nifti_length import check_nifti_length
 from .output_files import atomic_output, check_not_an_input, check_writable_folder
 
 PathLike = Union[str, Path]
@@ -38,38 +42,39 @@ def geometry_of(image: sitk.Image) -> ImageGeometry:
 
 
 def read_image(path: PathLike) -> LoadedImage:
-    """Read a scalar 2D or 3D image (a 2D image becomes one slice along K)."""
+    """Read a scalar 2D or 3D image (a 2D image becomes one slice along K): a file, or a folder holding one DICOM
+    series (``dicom_series``). Refused, naming the file: a missing, unreadable, incomplete, 4D, colour or complex
+    image, an absurd geometry, and one without a single finite voxel."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"image {path} does not exist")
-    modality = None
-    try:
-        if path.is_dir():
-            series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-            if not series:
-                raise ImageError(f"folder {path} holds no DICOM series")
-            if len(series) > 1:
-                raise ImageError(f"folder {path} holds {len(series)} DICOM series; give a folder with one")
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
-            reader.MetaDataDictionaryArrayUpdateOn()
-            image = reader.Execute()
-            if reader.HasMetaDataKey(0, "0008|0060"):
-                modality = reader.GetMetaData(0, "0008|0060").strip() or None
-        else:
-            image = sitk.ReadImage(str(path))
-            if image.HasMetaDataKey("0008|0060"):
-                modality = image.GetMetaData("0008|0060").strip() or None
-    except RuntimeError as error:
-        message = str(error).strip().splitlines()
-        raise ImageError(f"cannot read image {path}: {message[-1] if message else 'unknown format'}") from None
+    if path.is_dir():
+        image, modality = read_dicom_series(path)
+    else:
+        check_input_files(path)
+        check_nifti_length(path)
+        try:
+            image = read_itk_image(path)
+        except RuntimeError as error:
+            raise ImageError(f"cannot read image {path}: {itk_failure(error)}") from None
+        modality = (image.GetMetaData("0008|0060").strip() if image.HasMetaDataKey("0008|0060") else "") or None
+    image = _scalar_volume(image, path)
+    array = sitk.GetArrayFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).any():
+        raise ImageError(f"image {path} holds no finite voxel (all NaN or infinite)")
+    return LoadedImage(array, geometry_of(image), modality)
+
+
+def _scalar_volume(image: sitk.Image, path: Path) -> sitk.Image:
+    """``image`` as a 3D volume of real scalars with a usable geometry, or ``ImageError`` naming ``path``."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ImageError(f"image {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar (grey) image is needed")
+    if "complex" in image.GetPixelIDTypeAsString():
+        raise ImageError(f"image {path} holds complex numbers; a real-valued (grey) image is needed")
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     if image.GetDimension() != 3:
         raise ImageError(f"image {path} is {image.GetDimension()}D; a 2D or 3D image is needed")
-    return LoadedImage(sitk.GetArrayFromImage(image), geometry_of(image), modality)
+    check_geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), f"image {path}")
+    return image
 
 
 def read_label_image(path: PathLike) -> LoadedImage:
@@ -123,8 +128,10 @@ def label_image_type(path: PathLike, top: int) -> type:
 
 
 def write_segmentation(path: PathLike, masks: Dict[int, np.ndarray], geometry: ImageGeometry,
-                       names: Optional[Dict[int, str]] = None) -> None:
-    """Write per-label ``[k, j, i]`` masks to ``path`` (``.seg.nrrd`` or a label image) in ``geometry``."""
+                       names: Optional[Dict[int, str]] = None) -> Dict[int, np.ndarray]:
+    """Write per-label ``[k, j, i]`` masks to ``path`` (``.seg.nrrd`` or a label image) in ``geometry``; returns the
+    masks as the file holds them, to be measured: a ``.seg.nrrd`` keeps overlapping segments, a label image
+    gives each voxel one label (the higher wins), so a target may lose voxels to another or vanish."""
     names = names or {}
     if is_seg_nrrd(path):
         import slicerio
@@ -144,11 +151,12 @@ def write_segmentation(path: PathLike, masks: Dict[int, np.ndarray], geometry: I
 
         with atomic_output(path, verify) as temporary:
             slicerio.write_segmentation(str(temporary), segmentation)
-        return
+        return dict(masks)
     labels = np.zeros(geometry.shape_kji, dtype=label_image_type(path, max(masks, default=0)))
     for label, mask in sorted(masks.items()):  # where targets overlap, the higher label wins
         labels[mask] = label
     write_image(path, labels, geometry)
+    return {label: labels == label for label in masks}
 
 
 def write_image(path: PathLike, array: np.ndarray, geometry: ImageGeometry) -> None:
@@ -160,17 +168,16 @@ def write_image(path: PathLike, array: np.ndarray, geometry: ImageGeometry) -> N
 
     def verify(written: Path) -> None:
         try:
-            read = sitk.ReadImage(str(written))
+            read = read_itk_image(written)
         except RuntimeError:
             read = None
         _check_read_back(path, None if read is None else sitk.GetArrayViewFromImage(read), array)  # a view: no copy
 
     with atomic_output(path, verify) as temporary:
         try:
-            sitk.WriteImage(image, str(temporary), useCompression=True)
-        except RuntimeError as error:  # ITK's exceptions: the last line says what failed
-            lines = str(error).strip().splitlines()
-            raise OutputError(f"cannot write {path}: {lines[-1] if lines else 'the writer failed'}") from None
+            write_itk_image(image, temporary)
+        except RuntimeError as error:
+            raise OutputError(f"cannot write {path}: {itk_failure(error, writing=True)}") from None
 
 
 def _check_read_back(path: PathLike, written: Optional[np.ndarray], meant: np.ndarray) -> None:

@@ -16,6 +16,7 @@ from ..errors import PromptError
 from ..prompts.geometry import ImageGeometry, check_axis, in_plane_axes
 from ..prompts.prompt_types import BoxPrompt, Prompt, PromptSet, RecistPrompt, Segment, check_prompt_count
 from .json_file import read_json, shown
+from .numbers import MAX_COORDINATE
 
 MAX_SLICE_OFFSET = 0.5  # voxels a line's endpoints may differ along the axis and still share a slice
 
@@ -75,11 +76,13 @@ def _to_ijk(points: np.ndarray, markup: dict, name: str, geometry: ImageGeometry
     if (units[0] if isinstance(units, list) and units else units) != "mm":
         raise PromptError(f"{name}: coordinate units {shown(units)} are not mm")
     system = markup.get("coordinateSystem", "LPS")
-    if system == "LPS":
-        return geometry.lps_to_ijk(points)
-    if system == "RAS":
-        return geometry.ras_to_ijk(points)
-    raise PromptError(f"{name}: coordinate system {shown(system)} is not LPS or RAS")
+    if system not in ("LPS", "RAS"):
+        raise PromptError(f"{name}: coordinate system {shown(system)} is not LPS or RAS")
+    with np.errstate(over="ignore", invalid="ignore"):
+        ijk = geometry.lps_to_ijk(points) if system == "LPS" else geometry.ras_to_ijk(points)
+    if not np.all(np.abs(ijk) <= MAX_COORDINATE):  # NaN fails too
+        raise PromptError(f"{name}: lies far outside the image (more than {MAX_COORDINATE:g} voxels away)")
+    return ijk
 
 
 def _line_ijk(markup: dict, name: str, geometry: ImageGeometry, axis: int) -> Tuple[int, np.ndarray]:
@@ -107,7 +110,9 @@ def _roi_box(markup: dict, name: str, geometry: ImageGeometry,
     half_size = _vector(markup["size"], 3, "size", name) / 2
     directions = _vector(markup.get("orientation", np.eye(3).ravel()), 9, "orientation", name).reshape(3, 3)
     signs = np.array(list(product((-1.0, 1.0), repeat=3)))
-    corners = _to_ijk(center + (signs * half_size) @ directions.T, markup, name, geometry)
+    with np.errstate(over="ignore", invalid="ignore"):  # an ROI the size of the universe: refused by _to_ijk
+        corners = center + (signs * half_size) @ directions.T
+    corners = _to_ijk(corners, markup, name, geometry)
     x_axis, y_axis = in_plane_axes(axis)
     low, high = corners.min(axis=0), corners.max(axis=0)
     slice_index = int(round(_to_ijk(center, markup, name, geometry)[0, axis]))

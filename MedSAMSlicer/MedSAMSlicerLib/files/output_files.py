@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
 
 from ..errors import OutputError
+from .input_files import referenced_files
 
 PathLike = Union[str, Path]
 #: prefix of the temporary files ``atomic_output`` writes beside their targets
@@ -25,7 +26,7 @@ PARTIAL_PREFIX = ".partial-"
 
 def same_file(a: Path, b: Path) -> bool:
     """True when ``a`` and ``b`` name one file or folder: the same resolved path, or the same inode."""
-    if a.resolve() == b.resolve():
+    if os.path.realpath(a) == os.path.realpath(b):  # never raises, not even on a symbolic link loop
         return True
     try:
         return os.path.samefile(a, b)
@@ -34,14 +35,21 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def check_not_an_input(output: Path, inputs: Iterable[PathLike]) -> None:
-    """Refuse an output file that is one of ``inputs`` or lies inside an input folder (a DICOM series)."""
+    """Refuse an output file that is one of ``inputs``, a data file one of them names, or lies inside an input
+    folder (a DICOM series)."""
     for source in map(Path, inputs):
         if source.is_dir():
             if _inside(output.parent, source):
                 raise OutputError(f"output {output} would be written inside the input folder {source}; "
                                   "choose a file outside it")
-        elif same_file(output, source):
+            continue
+        header, *data = referenced_files(source)
+        if same_file(output, header):
             raise OutputError(f"output {output} is the input file {source}; choose another output name")
+        for part in data:
+            if same_file(output, part):
+                raise OutputError(f"output {output} is the data file {part} of the input {source}; "
+                                  "choose another output name")
 
 
 def check_writable_folder(folder: PathLike, what: str) -> Path:
@@ -49,6 +57,8 @@ def check_writable_folder(folder: PathLike, what: str) -> Path:
     folder = Path(folder)
     existing = folder
     while not existing.exists():
+        if os.path.lexists(existing):
+            raise OutputError(f"{what} {folder}: {existing} is a symbolic link that leads nowhere (broken, or a loop)")
         if existing.parent == existing:
             break
         existing = existing.parent
@@ -70,24 +80,30 @@ def check_output_folder(folder: PathLike, inputs: Iterable[PathLike] = (), what:
         raise OutputError(f"{what} {folder} is a file; give a folder")
     check_writable_folder(folder, what)
     for source in map(Path, inputs):
-        if _inside(folder, source) if source.is_dir() else same_file(folder, source.parent):
+        parts = [source] if source.is_dir() else referenced_files(source)
+        if any(_inside(folder, part) if part.is_dir() else same_file(folder, part.parent) for part in parts):
             raise OutputError(f"{what} {folder} holds the input {source}; choose a new or empty folder")
     return folder
 
 
 def _inside(place: Path, folder: Path) -> bool:
     """True when ``place`` is ``folder`` or lies somewhere below it."""
-    return any(same_file(step, folder) for step in (place, *place.resolve().parents))
+    return any(same_file(step, folder) for step in (place, *Path(os.path.realpath(place)).parents))
 
 
 @contextmanager
 def atomic_output(path: PathLike, verify: Optional[Callable[[Path], None]] = None) -> Iterator[Path]:
-    """A temporary path with ``path``'s suffixes, moved onto ``path`` only if the block completes and it is on disk.
+    """A temporary path with ``path``'s format suffix, moved onto ``path`` only if the block completes and it is
+    on disk.
 
-    ``verify(temporary)`` may check the written file (e.g. read it back) and raise ``OutputError``.
+    ``verify(temporary)`` may check the written file (e.g. read it back) and raise ``OutputError``. The
+    temporary file takes only the suffix that decides the format (``.nii.gz`` of ``scan.nii.nii.gz``): writers
+    derive their own file names from longer ones (ITK's NIfTI writer makes ``x.nii.gz`` of ``x.nii.nii.gz``,
+    and a ``.hdr`` of ``x.img.nii``). Whatever else a writer put beside it under the temporary name is deleted.
     """
     path = Path(path)
-    temporary = path.parent / f"{PARTIAL_PREFIX}{secrets.token_hex(6)}{''.join(path.suffixes) or '.tmp'}"
+    token = f"{PARTIAL_PREFIX}{secrets.token_hex(6)}"
+    temporary = path.parent / f"{token}{format_suffix(path) or '.tmp'}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask decides the mode
@@ -102,7 +118,21 @@ def atomic_output(path: PathLike, verify: Optional[Callable[[Path], None]] = Non
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     finally:
-        temporary.unlink(missing_ok=True)
+        for left in path.parent.glob(f"{token}*") if path.parent.is_dir() else ():
+            left.unlink(missing_ok=True)
+
+
+def format_suffix(path: PathLike) -> str:
+    """The suffix that decides a file's format: the last one, with the one before it for a compressed file."""
+    suffixes = Path(path).suffixes
+    return "".join(suffixes[-2:]) if suffixes and suffixes[-1].lower() == ".gz" else "".join(suffixes[-1:])
+
+
+def write_text_file(path: PathLike, text: str) -> None:
+    """``text`` written atomically as UTF-8; what UTF-8 cannot hold (the lone surrogates of a file name that was
+    not UTF-8) is written as a backslash escape, never an error."""
+    with atomic_output(path) as temporary:
+        temporary.write_text(text, encoding="utf-8", errors="backslashreplace")
 
 
 def _flush_to_disk(path: Path) -> None:

@@ -6,50 +6,36 @@
 """
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..errors import PromptError
 from ..prompts.prompt_types import BoxPrompt, Prompt, PromptSet, RecistPrompt, check_prompt_count
 from .json_file import read_json, shown
+from .numbers import coordinate, integer, label_number
 from .output_files import atomic_output
 
 PathLike = Union[str, Path]
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise PromptError(f"{what} must be a finite number, got {shown(value)}")
-    return float(value)
-
-
-def _integer(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PromptError(f"{what} must be an integer, got {shown(value)}")
-    return value
-
-
 def _points(value: Any, what: str):
     if not isinstance(value, list) or len(value) != 2 or not all(isinstance(p, list) and len(p) == 2 for p in value):
         raise PromptError(f"{what} must be two points [[x, y], [x, y]], got {shown(value)}")
-    return tuple((_number(p[0], what), _number(p[1], what)) for p in value)
+    return tuple((coordinate(p[0], what), coordinate(p[1], what)) for p in value)
 
 
 def parse_prompt(entry: Any, name: str) -> Prompt:
     if not isinstance(entry, dict):
         raise PromptError(f"{name} must be an object, got {shown(entry)}")
     kind = entry.get("type")
-    slice_index = _integer(entry.get("slice"), f"{name}: 'slice'")
-    label = _integer(entry.get("label", 1), f"{name}: 'label'")
-    if label < 1:
-        raise PromptError(f"{name}: 'label' must be 1 or more, got {label}")
+    slice_index = integer(entry.get("slice"), f"{name}: 'slice'")
+    label = label_number(entry.get("label", 1), f"{name}: 'label'")
     name = f"{name} ({str(kind)[:20]} on slice {slice_index})"
     if kind == "box":
         box = entry.get("box")
         if not isinstance(box, list) or len(box) != 4:
             raise PromptError(f"{name}: 'box' must be [x0, y0, x1, y1], got {shown(box)}")
-        return BoxPrompt(slice_index, tuple(_number(v, f"{name}: 'box'") for v in box), label, name)
+        return BoxPrompt(slice_index, tuple(coordinate(v, f"{name}: 'box'") for v in box), label, name)
     if kind == "recist":
         if "long_axis" not in entry:
             raise PromptError(f"{name}: 'long_axis' is required")

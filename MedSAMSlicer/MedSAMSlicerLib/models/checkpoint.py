@@ -4,7 +4,8 @@
 file's pickles are parsed (never loaded) to tell one holding code from one merely unreadable. A
 checkpoint may be a plain state dict, or a training checkpoint ``{"model": state_dict, ...}``, with
 or without the ``module.`` prefix that DistributedDataParallel adds. Weights load strictly: a checkpoint of
-another architecture is an error that says what did not fit.
+another architecture is an error that says what did not fit, and one holding NaN or infinite weights (a
+diverged fine-tuning run) is refused naming the tensor.
 """
 
 import _compat_pickle
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Dict, List, Union
 
 from ..errors import CheckpointError
+from ..files.input_files import check_regular_file
 
 if TYPE_CHECKING:
     import torch
@@ -92,10 +94,7 @@ def _allowed_global(name: str) -> bool:
 
 def existing_checkpoint(path: Union[str, Path]) -> Path:
     """``path`` as a ``Path``, or the error a missing checkpoint file gets."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    return path
+    return check_regular_file(path, "checkpoint", CheckpointError)
 
 
 def read_state_dict(path: Union[str, Path]) -> StateDict:
@@ -120,6 +119,10 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
         raise CheckpointError(f"checkpoint {path} is not a state dict of tensors, nor a training checkpoint with a 'model' entry")
     if all(key.startswith("module.") for key in content):
         content = {key[len("module."):]: value for key, value in content.items()}
+    for key, tensor in content.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"checkpoint {path}: tensor {key!r} holds NaN or infinite weights (what a diverged "
+                                  "training run writes); the model would answer with empty masks")
     return content
 
 

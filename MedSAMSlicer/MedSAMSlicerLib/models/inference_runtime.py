@@ -74,7 +74,8 @@ def export_onnx(module: Callable[[], "nn.Module"], examples: Sequence[np.ndarray
     from ..files.image_io import atomic_output
 
     if path.is_file():
-        os.utime(path)  # its time is its last use, for trim_exports
+        with contextlib.suppress(OSError):  # a read-only cache still serves its exports
+            os.utime(path)  # its time is its last use, for trim_exports
         return path
     import torch
 
@@ -204,7 +205,7 @@ def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional
     With ``int8`` the encoder is the int8 one (``quantization``, calibrated through the model's ``prepare``);
     the caller has checked that OpenVINO and NNCF are here.
     """
-    from ..errors import MedSAMError
+    from ..errors import MedSAMError, OutputError
 
     runtime = choose_runtime(choice)
     if runtime is None:
@@ -230,6 +231,10 @@ def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional
                                   ["embedding", "box"], decoder_path)
         trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=kept)
         return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8 else "fp32")
+    except OutputError as error:  # a read-only or full cache folder: the model in memory still runs
+        warnings.warn(f"network export folder {stem.parent} cannot be written ({str(error).rsplit(': ', 1)[-1]}); "
+                      "the networks run in PyTorch", RuntimeWarning)
+        return None
     except MedSAMError:  # the checkpoint itself is wrong: PyTorch would fail on it too
         raise
     except Exception as error:  # an export or runtime failure must never stop segmentation: PyTorch still works

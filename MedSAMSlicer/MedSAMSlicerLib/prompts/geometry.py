@@ -6,14 +6,19 @@ dimension ``2 - a``; in-plane ``x, y`` are the two other IJK axes in increasing 
 slice is an ``(H, W)`` array whose rows are ``y`` and whose columns are ``x``.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
 import numpy as np
 
-from ..errors import SettingsError
+from ..errors import ImageError, SettingsError
 
 AXES = (0, 1, 2)
+#: the voxel spacing an image may have, mm: a nanometre to a kilometre (far beyond, volumes overflow to infinity)
+SPACING_RANGE_MM = (1e-6, 1e6)
+#: how far from the origin of patient coordinates an image may lie, mm
+MAX_ORIGIN_MM = 1e9
 
 
 def check_axis(axis) -> int:
@@ -102,6 +107,21 @@ class ImageGeometry:
     @property
     def voxel_volume_ml(self) -> float:
         return float(np.prod(self.spacing)) / 1000.0
+
+
+def check_geometry(spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float], what: str) -> None:
+    """Refuse (``ImageError`` naming ``what``) a geometry no scan has: a spacing outside ``SPACING_RANGE_MM``, an
+    origin beyond ``MAX_ORIGIN_MM`` or not finite, a direction matrix that is not finite or not invertible."""
+    low, high = SPACING_RANGE_MM
+    if not all(math.isfinite(value) and low <= value <= high for value in spacing):
+        raise ImageError(f"{what} has a voxel spacing of {' x '.join(f'{v:g}' for v in spacing)} mm; a scan's spacing "
+                         f"lies between {low:g} and {high:g} mm")
+    if not all(math.isfinite(value) and abs(value) <= MAX_ORIGIN_MM for value in origin):
+        raise ImageError(f"{what} has its origin at ({', '.join(f'{v:g}' for v in origin)}) mm; a scan lies within "
+                         f"{MAX_ORIGIN_MM:g} mm of the patient's origin")
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) < 1e-6:
+        raise ImageError(f"{what} has a direction matrix that is not a rotation ({', '.join(f'{v:g}' for v in direction)})")
 
 
 def geometry_from_ijk_to_ras(ijk_to_ras, size: Sequence[int]) -> ImageGeometry:
