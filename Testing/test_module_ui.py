@@ -19,7 +19,7 @@ REQUIRED = {
     "inputsCollapsibleButton": "ctkCollapsibleButton",
     "inputVolumeSelector": "qMRMLNodeComboBox",
     "segmentSelector": "qMRMLSegmentSelectorWidget",
-    "modelCollapsibleButton": "ctkCollapsibleButton",
+    "advancedCollapsibleButton": "ctkCollapsibleButton",
     "modelComboBox": "QComboBox",
     "checkpointLabel": "QLabel",
     "checkpointPathLineEdit": "ctkPathLineEdit",
@@ -41,9 +41,13 @@ REQUIRED = {
     "segmentVolumeButton": "QPushButton",
     "cancelButton": "QPushButton",
     "undoButton": "QPushButton",
+    "redoButton": "QPushButton",
     "progressBar": "QProgressBar",
     "statusLabel": "QLabel",
     "resultLabel": "QLabel",
+    "cacheStatusLabel": "QLabel",
+    "editCollapsibleButton": "ctkCollapsibleButton",
+    "segmentEditorWidget": "qMRMLSegmentEditorWidget",
     "exportCollapsibleButton": "ctkCollapsibleButton",
     "exportPromptsButton": "QPushButton",
     "exportSegmentationButton": "QPushButton",
@@ -51,6 +55,7 @@ REQUIRED = {
 
 REQUIRED_CUSTOM_WIDGETS = {
     "ctkCollapsibleButton", "ctkPathLineEdit", "qMRMLNodeComboBox", "qMRMLSegmentSelectorWidget", "qMRMLWidget",
+    "qMRMLSegmentEditorWidget",
 }
 
 
@@ -103,7 +108,7 @@ def test_every_mrml_widget_gets_the_scene(ui, widgets):
     connected = {c.findtext("receiver") for c in ui.iter("connection")
                  if (c.findtext("sender"), c.findtext("signal"), c.findtext("slot")) == (root_name, SCENE_SIGNAL, SCENE_SLOT)}
     mrml = {name for name, cls in widgets.items() if cls.startswith("qMRML") and name != root_name}
-    assert mrml >= {"inputVolumeSelector", "segmentSelector"}
+    assert mrml >= {"inputVolumeSelector", "segmentSelector", "segmentEditorWidget"}
     assert not mrml - connected, "qMRML widgets without a mrmlSceneChanged -> setMRMLScene connection"
     assert not connected - set(widgets), "connections to widgets that do not exist"
 
@@ -156,3 +161,34 @@ def test_key_properties(ui):
     headers = [c.findtext("property/string") for c in by_name["promptTable"].findall("column")]
     assert headers == ["Slice", "Type", "Size (mm)"]
     assert _property(by_name["exportCollapsibleButton"], "collapsed") == "true"
+
+
+def _sections(ui):
+    """The panel's collapsible sections, top to bottom: (name, collapsed, names of the widgets inside)."""
+    layout = ui.find("widget").find("layout")
+    sections = []
+    for item in layout.findall("item"):
+        widget = item.find("widget")
+        if widget is not None and widget.get("class") == "ctkCollapsibleButton":
+            collapsed = widget.find("property[@name='collapsed']")
+            sections.append((widget.get("name"), collapsed is not None and collapsed[0].text == "true",
+                             {w.get("name") for w in widget.iter("widget")}))
+    return sections
+
+
+def test_the_main_path_comes_first_and_the_settings_wait_in_a_collapsed_section(ui):
+    sections = _sections(ui)
+    assert [name for name, _, _ in sections] == ["inputsCollapsibleButton", "promptsCollapsibleButton",
+                                                 "segmentCollapsibleButton", "editCollapsibleButton",
+                                                 "advancedCollapsibleButton", "exportCollapsibleButton"]
+    shown = {name: (collapsed, inside) for name, collapsed, inside in sections}
+    assert not any(shown[name][0] for name in ("inputsCollapsibleButton", "promptsCollapsibleButton",
+                                               "segmentCollapsibleButton"))
+    assert {"placeRecistButton", "placeBoxButton"} <= shown["promptsCollapsibleButton"][1]
+    assert {"segmentVolumeButton", "resultLabel", "statusLabel"} <= shown["segmentCollapsibleButton"][1]
+    settings = {"modelComboBox", "checkpointPathLineEdit", "deviceComboBox", "intensityComboBox", "windowWidthSpinBox",
+                "windowLevelSpinBox", "modeComboBox", "precisionComboBox", "propagateSpinBox", "overwriteEditedCheckBox"}
+    collapsed, inside = shown["advancedCollapsibleButton"]
+    assert collapsed and settings <= inside
+    before_prompts = set().union(*(inside for name, _, inside in sections[:1]))
+    assert not settings & before_prompts  # nothing to set before the first prompt button

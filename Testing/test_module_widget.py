@@ -1,311 +1,567 @@
-"""The widget's own code, driven headless: inputs, prompts, Segment volume polled to completion, Undo.
+"""The module as a radiologist drives it in Slicer, headless: every event reaches the widget through a real observer on
+a real node, markups are placed point by point as Slicer's markups widget places them, the module is left for
+another while a job runs, and scenes are closed and the next case opened (``slicer_harness.SlicerUser``).
 
-Qt widgets are ``FakeWidget`` stand-ins built from the real .ui file (see ``slicer_harness``); the
-MRML scene, the logic and the engine are real, with the embedded LiteMedSAM.
+Qt widgets are stand-ins built from the real .ui file; the MRML scene, the logic and the engine are real, with the
+embedded LiteMedSAM. No test here calls a handler of the widget.
 """
 
+import threading
 import time
-import types
 
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib.errors import SettingsError
 from MedSAMSlicerLib.evaluation.metrics import dice
+from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 from MedSAMSlicerLib.models import quantization
-from slicer_harness import FakeApplication, install
+from slicer_harness import SlicerUser, install, ras_of
 
 MedSAMSlicer = install()
 import slicer  # noqa: E402
 
+SPACING = (0.8, 0.9, 2.5)
+
 
 @pytest.fixture
-def scene_with_phantom():
-    from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
+def user():
+    slicer.mrmlScene.Clear(0)
+    user = SlicerUser()
+    yield user
+    user.quit()  # stops the embedding worker
+    slicer.mrmlScene.Clear(0)
 
-    slicer.mrmlScene.Clear()
-    phantom = make_phantom(size=(48, 40, 8), spacing=(0.8, 0.9, 2.5), radii_mm=(8.0, 7.0, 8.0))
-    ijk_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ phantom.geometry.ijk_to_lps
-    volume = slicer.util.addVolumeFromArray(phantom.image, ijkToRAS=ijk_to_ras, name="phantom")
+
+def phantom_case(user, slices=12, radius_k_mm=11.0, seed=0, name="phantom"):
+    """A phantom CT loaded into the scene: (phantom, volume node, RECIST prompts every 3rd slice in IJK). By
+    default its lesion spans slices 2-9."""
+    phantom = make_phantom(size=(96, 80, slices), spacing=SPACING, radii_mm=(18.0, 13.0, radius_k_mm), seed=seed)
+    volume = user.loadVolume(phantom.image, np.diag([-1.0, -1.0, 1.0, 1.0]) @ phantom.geometry.ijk_to_lps, name)
+    return phantom, volume, recist_prompts(phantom, every=3)
+
+
+def start(user, volume, slice_index=5, intensity="soft-tissue"):
+    """Open the module on ``volume``, the Red (axial) view on ``slice_index``, the mouse in it."""
+    widget = user.openModule()
+    user.selectNode("inputVolumeSelector", volume)
+    user.choose("intensityComboBox", intensity)
+    user.showSlice("Red", volume, 2, slice_index)
+    user.moveMouse("Red")
+    return widget
+
+
+def draw_recist(user, volume, prompt, view="Red", axis=2):
+    """Place RECIST long and short axes with the button, point by point; returns the two line nodes."""
+    lines = []
+    for line in (prompt.long_axis, prompt.short_axis):
+        user.click("placeRecistButton")
+        lines.append(user.place(view, [ras_of(volume, ijk(x, y, prompt.slice, axis)) for x, y in line]))
+    return lines
+
+
+def draw_every_marker(user, volume, prompts):
+    """RECIST pairs on each marker slice of ``prompts``, the Red view scrolled to each in turn."""
+    for prompt in prompts.prompts:
+        user.showSlice("Red", volume, 2, prompt.slice)
+        draw_recist(user, volume, prompt)
+
+
+def ijk(x, y, index, axis=2):
+    """The voxel of in-plane (x, y) on slice ``index`` along ``axis`` (the prompt file's convention)."""
+    point = [0.0, 0.0, 0.0]
+    others = [a for a in range(3) if a != axis]
+    point[others[0]], point[others[1]], point[axis] = x, y, index
+    return point
+
+
+def segment_array(widget, volume, target=None):
+    p = widget._parameterNode
+    segmentation, segment = target or (p.segmentationNode, p.segmentId)
+    return slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment, volume).astype(bool)
+
+
+def settled(user, widget, volume, index, axis=2):
+    """Wait until the slice's embedding is cached (the background caching around the view did it)."""
+    user.waitUntil(lambda: widget.logic.isCached(volume, widget.settings(), (axis, index)), 120, "the slice's embedding")
+
+
+def expected_slice(widget, volume, axis, index):
+    """What the engine gives for the target's prompts on one slice, computed apart from the widget."""
+    logic, p = widget.logic, widget._parameterNode
+    prompts = logic.promptSet(volume, logic.promptNodes(p.segmentationNode, p.segmentId), axis)
+    mask, _ = logic.segmentSliceMask(logic.sessionReady(volume, widget.settings()), prompts, index, p.mode)
+    return mask
+
+
+# --- the first hour: one RECIST pair on the largest slice, then Segment volume
+
+
+def test_one_recist_pair_gives_a_3d_result_in_a_new_segmentation(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    assert not user.ui.segmentVolumeButton.enabled and user.ui.placeRecistButton.enabled
+    middle = next(p for p in prompts.prompts if p.slice == 5)
+    draw_recist(user, volume, middle)
+    p = widget._parameterNode
+    assert p.segmentationNode.GetName() == "phantom MedSAM" and p.segmentId  # made with the first prompt
+    assert p.segmentationNode.GetSegmentation().GetSegment(p.segmentId).GetName() == "MedSAM"
+    user.waitUntilIdle()
+    assert np.flatnonzero(segment_array(widget, volume).any(axis=(1, 2))).tolist() == [5]  # the slice, at once
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    mask = segment_array(widget, volume)
+    truth_slices = np.flatnonzero(phantom.truth.any(axis=(1, 2))).tolist()
+    assert np.flatnonzero(mask.any(axis=(1, 2))).tolist() == truth_slices  # propagated both ways, to the lesion's ends
+    assert dice(phantom.truth, mask) >= 0.93  # measured 0.949
+    assert user.ui.resultLabel.text.endswith(" mm") and " mL, longest diameter " in user.ui.resultLabel.text
+    assert user.dialogs.errors == []
+
+
+# --- issue 21, failures 1-5
+
+
+def test_a_box_drawn_in_a_slice_view_is_flattened_to_its_slice(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    ci, cj, _ = phantom.centre
+    ri, rj, _ = phantom.radii
+    user.click("placeBoxButton")
+    roi = user.place("Red", [ras_of(volume, [ci - ri - 2, cj - rj - 2, 5]), ras_of(volume, [ci + ri + 2, cj + rj + 2, 5])])
+    size = roi.GetSize()
+    assert sorted(size)[0] == pytest.approx(SPACING[2])  # one slice thick, not as thick as it is wide
+    [box] = widget.logic.promptSet(volume, [roi]).prompts
+    assert box.slice == 5 and np.allclose(box.box, (ci - ri - 2, cj - rj - 2, ci + ri + 2, cj + rj + 2), atol=1e-6)
+    user.waitUntilIdle()
+    mask = segment_array(widget, volume)
+    assert np.flatnonzero(mask.any(axis=(1, 2))).tolist() == [5]
+    assert dice(phantom.truth[5], mask[5]) > 0.85
+    assert user.dialogs.errors == []
+
+
+def test_a_recist_line_is_segmented_once_both_points_are_placed_and_never_pops_up_an_error(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    settled(user, widget, volume, 5)  # the slice is cached: a prompt would be segmented at once
+    middle = next(p for p in prompts.prompts if p.slice == 5)
+    user.click("placeRecistButton")
+    line = widget.logic.promptNodes(widget._parameterNode.segmentationNode, widget._parameterNode.segmentId)[0]
+    event = slicer.vtkMRMLInteractionEventData()
+    event.SetWorldPosition(ras_of(volume, [middle.long_axis[0][0], middle.long_axis[0][1], 5]))
+    display, red = line.GetDisplayNode(), user.sliceNode("Red").GetID()
+    index = display.UpdateActiveControlPointWorld(-1, event, [1, 0, 0, 0, 1, 0, 0, 0, 1], red, "",
+                                                  slicer.vtkMRMLMarkupsNode.PositionPreview)
+    display.UpdateActiveControlPointWorld(index, event, [1, 0, 0, 0, 1, 0, 0, 0, 1], red, "",
+                                          slicer.vtkMRMLMarkupsNode.PositionDefined)  # the first click
+    for x in (20.0, 24.0, 28.0):  # the second point follows the mouse
+        event.SetWorldPosition(ras_of(volume, [x, 18.0, 5]))
+        display.UpdateActiveControlPointWorld(-1, event, [1, 0, 0, 0, 1, 0, 0, 0, 1], red, "",
+                                              slicer.vtkMRMLMarkupsNode.PositionPreview)
+        user.processEvents(0.1)
+    assert line.GetNumberOfControlPoints() == 2 and line.GetNumberOfDefinedControlPoints() == 1
+    assert widget._job is None and widget._requests == [] and user.dialogs.errors == []
+    assert "not segmented" not in user.ui.statusLabel.text  # nor a complaint in the status line
+    assert not segment_array(widget, volume).any()
+    slicer.mrmlScene.RemoveNode(line)  # the user gives up on it (Escape): nothing happens either
+    draw_recist(user, volume, middle)
+    user.waitUntilIdle()
+    assert user.dialogs.errors == [] and np.flatnonzero(segment_array(widget, volume).any(axis=(1, 2))).tolist() == [5]
+
+
+def test_a_result_that_finishes_in_another_module_lands_where_it_was_started_for(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
+    user.waitUntilIdle()
+    p = widget._parameterNode
+    segmentation, first = p.segmentationNode, p.segmentId
+    user.click("segmentVolumeButton")
+    assert widget._job is not None or widget._loading is not None
+    user.selectModule("SegmentEditor")  # the user goes to edit by hand while MedSAM works
+    other = segmentation.GetSegmentation().AddEmptySegment("", "other")
+    p.segmentId = other  # and the panel's segment changes meanwhile (as a loaded scene or a script may do)
+    user.waitUntilIdle()
+    assert user.dialogs.errors == []
+    written = segment_array(widget, volume, (segmentation, first))
+    assert dice(phantom.truth, written) >= 0.8
+    assert not segment_array(widget, volume, (segmentation, other)).any()  # not the segment shown at the end
+    assert widget._parameterNode is not None  # kept while another module is shown
+    user.selectModule("MedSAMSlicer")
+    assert user.ui.segmentSelector.currentSegmentID() == other
+
+
+def test_after_closing_the_scene_the_next_case_is_segmented(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    middle = next(p for p in prompts.prompts if p.slice == 5)
+    draw_recist(user, volume, middle)
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    first_ids = (widget._parameterNode.segmentationNode.GetID(), volume.GetID())
+    first_segment = widget._parameterNode.segmentId
+    assert segment_array(widget, volume).any() and user.ui.undoButton.enabled
+    user.closeScene()
+    assert not user.ui.undoButton.enabled and widget._parameterNode.inputVolume is None
+    phantom2, volume2, prompts2 = phantom_case(user, seed=3, name="second")
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")  # as saved with this case, whose
+    segmentation.GetSegmentation().AddEmptySegment(first_segment, "lesion")  # segment has the first case's id
+    user.selectNode("inputVolumeSelector", volume2)
+    user.selectNode("segmentSelector", segmentation)
+    user.choose("intensityComboBox", "soft-tissue")
+    user.showSlice("Red", volume2, 2, 5)
+    user.moveMouse("Red")
+    draw_recist(user, volume2, next(p for p in prompts2.prompts if p.slice == 5))
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    assert (widget._parameterNode.segmentationNode.GetID(), volume2.GetID()) == first_ids  # the IDs were reused
+    assert widget._parameterNode.segmentId == first_segment
+    assert "edited by hand" not in user.ui.resultLabel.text + user.ui.statusLabel.text
+    assert dice(phantom2.truth, segment_array(widget, volume2)) >= 0.75
+
+
+def test_a_job_running_when_the_scene_closes_writes_nothing_into_the_next_case(user):
+    phantom, volume, prompts = phantom_case(user, slices=16, radius_k_mm=16.0)
+    widget = start(user, volume, 8)
+    draw_recist(user, volume, min(prompts.prompts, key=lambda p: abs(p.slice - 8)))
+    user.waitUntilIdle()
+    user.click("segmentVolumeButton")
+    user.closeScene()
+    phantom2, volume2, _ = phantom_case(user, slices=16, seed=2, name="second")
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    view = slicer.vtkMRMLSliceNode()  # the Red view, axial, on the lesion's middle slice
-    slice_to_ras = np.eye(4)
-    slice_to_ras[:3, 3] = (ijk_to_ras @ [20, 15, 4, 1.0])[:3]
-    view.GetSliceToRAS().DeepCopy(slice_to_ras.ravel())
-    slicer.app = FakeApplication(view)
-    yield phantom, ijk_to_ras, volume, segmentation, recist_prompts(phantom, every=3)
-    slicer.app = FakeApplication()
+    segment = segmentation.GetSegmentation().AddEmptySegment("", "lesion")
+    user.waitUntil(lambda: widget._job is None, 60, "the cancelled job to end")
+    user.processEvents(0.5)
+    assert not slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment, volume2).any()
+    assert user.dialogs.errors == []
 
 
-def choose(combo, text):
-    """What a user's pick in a combo box does: the text changes and the box says so."""
-    combo.currentText = text
-    combo.emit("currentIndexChanged(int)", combo.items.index(text))
+def test_each_prompt_keeps_the_axis_of_the_view_it_was_drawn_in(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
+    ci, cj, _ = phantom.centre
+    user.click("placeBoxButton")
+    user.place("Red", [ras_of(volume, [ci - 9, cj - 9, 5]), ras_of(volume, [ci + 9, cj + 9, 5])])
+    user.waitUntilIdle()
+    user.showSlice("Yellow", volume, 0, int(ci))
+    user.moveMouse("Yellow")  # the mouse crosses the sagittal view on its way to the button
+    user.processEvents(0.3)
+    assert widget.currentSliceIndex() == (0, int(ci))
+    count = 2 * len(prompts.prompts) + 1
+    assert [widget.logic.promptAxis(volume, n) for n in widget.promptNodes()] == [2] * count
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    assert user.dialogs.errors == []
+    assert segment_array(widget, volume)[[p.slice for p in prompts.prompts]].any(axis=(1, 2)).all()
+    table = [user.ui.promptTable.item(row, 0).text for row in range(user.ui.promptTable.rowCount())]
+    # slices along K, not along the view last crossed
+    assert sorted(table) == sorted([str(p.slice) for p in prompts.prompts for _ in range(2)] + ["5"])
+
+    user.click("placeRecistButton")  # a line drawn in the sagittal view is a prompt along I
+    sagittal = user.place("Yellow", [ras_of(volume, [ci, cj - 5, 2]), ras_of(volume, [ci, cj + 5, 5])])
+    assert widget.logic.promptAxis(volume, sagittal) == 0
+    user.waitUntilIdle()
+    user.click("segmentVolumeButton")  # prompts of two views cannot make one volume: said, naming them
+    assert len(user.dialogs.errors) == 1 and "different views" in user.dialogs.errors[0]
+    assert sagittal.GetName() in user.dialogs.errors[0]
 
 
-def poll_until_idle(widget, seconds=300):
-    """Poll as the widget's timer does until no model is loading and no job runs."""
-    deadline = time.monotonic() + seconds
-    while (widget._job is not None or widget._loading is not None) and time.monotonic() < deadline:
-        widget.onPoll()
-        time.sleep(0.05)
-    assert widget._job is None and widget._loading is None
+# --- issue 21, the failures found by reading the module against Slicer's sources
 
 
-def test_widget_segments_the_volume_from_recist_lines_and_undoes(scene_with_phantom):
-    phantom, ijk_to_ras, volume, segmentation, prompts = scene_with_phantom
-    widget = MedSAMSlicer.MedSAMSlicerWidget(types.SimpleNamespace(isEntered=True))
-    widget.setup()
-    try:
-        drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts)
-    finally:
-        widget.cleanup()  # stops the embedding worker
-
-
-def drive_the_widget(widget, phantom, ijk_to_ras, volume, segmentation, prompts):
-    ui = widget.ui
-    assert ui.modelComboBox.items[0] == "lite-medsam" and "as displayed" in ui.intensityComboBox.items
-    assert not ui.segmentVolumeButton.enabled  # no segment, no prompts yet
-
-    choose(ui.intensityComboBox, "soft-tissue")
-    ui.inputVolumeSelector.setCurrentNode(volume)
-    ui.inputVolumeSelector.emit("currentNodeChanged(vtkMRMLNode*)", volume)
-    ui.segmentSelector.setCurrentNode(segmentation)
-    ui.segmentSelector.emit("currentNodeChanged(vtkMRMLNode*)", segmentation)
-    parameters = widget._parameterNode
-    assert parameters.inputVolume is volume and parameters.segmentId  # the segment was created
-    assert parameters.intensity == "soft-tissue"  # GUI to parameter node, through connectGui
-    parameters.propagate = 2  # and back: the spin box follows the parameter node
-    assert ui.propagateSpinBox.value == 2
-    parameters.propagate = 0
-    assert ui.modeComboBox.items == ["published", "refined"] and parameters.mode == "refined"  # refined by default
-    choose(ui.modeComboBox, "published")
-    assert parameters.mode == "published"
-    choose(ui.modeComboBox, "refined")
-    assert widget.currentSliceIndex() == (2, 4)
-
-    for prompt in prompts.prompts:  # as the place buttons leave them: tagged Line nodes, points in RAS
-        for line in (prompt.long_axis, prompt.short_axis):
-            node = widget.logic.addPromptNode(segmentation, parameters.segmentId, "vtkMRMLMarkupsLineNode")
-            for x, y in line:
-                node.AddControlPoint((ijk_to_ras @ [x, y, prompt.slice, 1.0])[:3])
-    widget.updatePromptTable()
-    widget.updateButtonStates()
-    assert ui.promptTable.rowCount() == 2 * len(prompts.prompts)
-    assert ui.segmentVolumeButton.enabled and ui.segmentSliceButton.enabled and not ui.cancelButton.enabled
-
-    widget.onSegmentVolume()  # the model loads off the main thread first, then the job starts
-    assert widget._loading is not None and widget._job is None
-    while widget._job is None:
-        widget.onPoll()
-        time.sleep(0.05)
-    assert ui.cancelButton.enabled and not ui.segmentVolumeButton.enabled  # busy
-    poll_until_idle(widget)
-    segment_id = parameters.segmentId
-    mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume).astype(bool)
-    engine_mask, slices, axis = widget.logic.computeVolumeMask(*widget.modelArguments(), widget.promptNodes())
-    np.testing.assert_array_equal(mask, engine_mask)  # the widget wrote exactly what the engine computed
-    assert (slices, axis) == ([1, 2, 3, 4, 5, 6], 2)
-    assert dice(phantom.truth, mask) >= 0.82  # measured 0.8313: LiteMedSAM over-segments this small (9 px radius) lesion
-    assert " mL, longest diameter " in ui.resultLabel.text and ui.progressBar.value == ui.progressBar.maximum
-    assert "slice embeddings cached" in ui.statusLabel.text and ", fp32)" in ui.statusLabel.text  # exact by default
-    assert ui.undoButton.enabled and not ui.redoButton.enabled
-
-    # the radiologist erases part of slice 3 by hand; Segment volume again keeps that slice
-    edited = mask.copy()
-    edited[3, :, :20] = False
-    slicer.util.updateSegmentBinaryLabelmapFromArray(edited.astype(np.uint8), segmentation, segment_id, volume)
-    widget.onSegmentVolume()
-    poll_until_idle(widget)
-    assert ui.resultLabel.text.endswith("; 1 slice(s) edited by hand kept as they were")
-    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume), edited)
-    ui.overwriteEditedCheckBox.checked = True  # unless the user asks for it
-    ui.overwriteEditedCheckBox.emit("stateChanged(int)", 2)
-    assert parameters.overwriteEdited
-    widget.onSegmentVolume()
-    poll_until_idle(widget)
-    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume), mask)
-    widget.onUndo()  # the hand edit comes back
-    assert ui.resultLabel.text == "Undone on 1 slice(s)" and ui.redoButton.enabled
-    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume), edited)
-    widget.onUndo()  # MedSAM's first result goes, the hand-edited slice stays
-    assert ui.resultLabel.text == "Undone on 5 slice(s); 1 slice(s) edited by hand since were kept"
-    remaining = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume).astype(bool)
-    np.testing.assert_array_equal(remaining[3], edited[3])
-    assert not remaining[[1, 2, 4, 5, 6]].any()
-    slicer.util.updateSegmentBinaryLabelmapFromArray(np.zeros_like(edited, np.uint8), segmentation, segment_id, volume)
-
-    # moving a prompt on the slice in view (4, embedded already) re-segments that slice only, at once
-    moved = [n for n in widget.promptNodes() if widget.logic.describePromptNode(volume, n)[0] == "4"][0]
-    moved.SetNthControlPointPosition(0, (ijk_to_ras @ [14.0, 15.0, 4, 1.0])[:3])
-    widget.onPromptModified(moved, slicer.vtkMRMLMarkupsNode.PointModifiedEvent)
+def test_prompts_moved_during_a_job_are_segmented_after_it(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
+    user.waitUntilIdle()
+    user.click("segmentVolumeButton")
     assert widget._job is not None
-    poll_until_idle(widget)
-    mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume).astype(bool)
-    assert np.flatnonzero(mask.any(axis=(1, 2))).tolist() == [4]
-    expected, _, _ = widget.logic.segmentSlicePrompts(*widget.modelArguments(), widget.promptNodes(), (2, 4))
-    np.testing.assert_array_equal(mask, expected)
-    assert mask[4].sum() != engine_mask[4].sum()  # the box grew to the left: so did the mask
+    moved = next(n for n in widget.promptNodes() if widget.logic.describePromptNode(volume, n)[0] == "5")
+    user.drag("Red", moved, 0, ras_of(volume, [30.0, 30.0, 5]))  # while the job runs
+    assert widget._job is not None and len(widget._requests) == 1
+    user.waitUntilIdle()
+    mask = segment_array(widget, volume)
+    np.testing.assert_array_equal(mask[5], expected_slice(widget, volume, 2, 5)[5])  # the moved prompt's result
+    assert mask[[2, 3, 8, 9]].any(axis=(1, 2)).all()  # and the volume's
 
 
-@pytest.mark.skipif(quantization.int8_unavailable() is not None, reason="OpenVINO and NNCF are not installed")
-def test_the_int8_choice_serves_the_refined_mode_and_the_published_mode_stays_fp32(scene_with_phantom):
-    phantom, ijk_to_ras, volume, segmentation, prompts = scene_with_phantom
-    widget = MedSAMSlicer.MedSAMSlicerWidget(types.SimpleNamespace(isEntered=True))
-    widget.setup()
-    try:
-        ui, parameters = widget.ui, widget._parameterNode
-        ui.inputVolumeSelector.setCurrentNode(volume)
-        ui.inputVolumeSelector.emit("currentNodeChanged(vtkMRMLNode*)", volume)
-        assert ui.precisionComboBox.items == ["fp32", "int8"] and parameters.precision == "fp32"
-        choose(ui.precisionComboBox, "int8")
-        assert parameters.precision == "int8" and widget.modelArguments()[4] == "int8"
-        session = widget.logic.session(*widget.modelArguments())
-        assert (session.model.precision, session.model.runtime) == ("int8", "openvino")
-        mask, slices, _ = widget.logic.computeVolumeMask(*widget.modelArguments(), prompts, mode="refined")
-        assert dice(phantom.truth, mask) >= 0.8 and slices == [1, 2, 3, 4, 5, 6]
-        choose(ui.modeComboBox, "published")  # the published steps are fp32: another session, not int8 embeddings
-        assert widget.modelArguments()[4] == "fp32"
-        assert widget.logic.session(*widget.modelArguments()).model.precision == "fp32"
-        with pytest.raises(SettingsError, match="int8 precision cannot be used in the published mode"):
-            widget.logic.computeVolumeMask(volume, "lite-medsam", None, "cpu", "int8", "auto", prompts, mode="published")
-    finally:
-        widget.cleanup()
+def test_cancel_stops_the_running_job_within_a_slice_and_writes_nothing(user):
+    phantom, volume, prompts = phantom_case(user, slices=30, radius_k_mm=32.0)
+    widget = start(user, volume, 15)
+    ends = [min(prompts.prompts, key=lambda p: p.slice), max(prompts.prompts, key=lambda p: p.slice)]
+    for prompt in ends:
+        user.showSlice("Red", volume, 2, prompt.slice)
+        draw_recist(user, volume, prompt)
+    user.waitUntilIdle()
+    before = segment_array(widget, volume).copy()
+    user.tick("overwriteEditedCheckBox")
+    user.click("segmentVolumeButton")
+    user.waitUntil(lambda: widget._job is not None and widget._job.background.progress[0] >= 1, 120, "a slice done")
+    job = widget._job.background
+    user.click("cancelButton")
+    done_at_cancel = job.progress[0]
+    user.waitUntil(lambda: widget._job is None, 60, "the job to stop")
+    assert job.progress[0] <= done_at_cancel + 2 < job.progress[1]  # stopped within a slice, far from the end
+    assert user.ui.statusLabel.text == "Cancelled: nothing was written"
+    np.testing.assert_array_equal(segment_array(widget, volume), before)
+
+
+def test_a_reloaded_scene_keeps_its_segment(user):
+    phantom, volume, _ = phantom_case(user)
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.GetSegmentation().AddEmptySegment("", "liver")
+    lesion = segmentation.GetSegmentation().AddEmptySegment("", "lesion")
+    parameters = MedSAMSlicer.MedSAMSlicerLogic().getParameterNode()  # as the saved scene holds it
+    parameters.inputVolume, parameters.segmentationNode, parameters.segmentId = volume, segmentation, lesion
+    widget = user.openModule()
+    assert widget._parameterNode.segmentId == lesion and user.ui.segmentSelector.currentSegmentID() == lesion
+
+
+def test_status_messages_stay_until_the_next_one(user):
+    phantom, volume, prompts = phantom_case(user)
+    start(user, volume)
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    user.waitUntilIdle()
+    message = user.ui.statusLabel.text
+    assert message.startswith("MedSAM wrote 1 slice(s) of 'MedSAM'")
+    user.processEvents(1.0)  # ten polls
+    assert user.ui.statusLabel.text == message and "slice embeddings cached" in user.ui.cacheStatusLabel.text
+
+
+def test_nothing_proportional_to_the_volume_runs_on_the_main_thread_per_event(user, monkeypatch):
+    from MedSAMSlicerLib.volume import intensity
+
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume, intensity="auto")
+    other = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    user.waitUntilIdle()
+    checks, whole = [], []
+    real_check = intensity.looks_like_ct
+    monkeypatch.setattr(intensity, "looks_like_ct", lambda *a, **k: checks.append(threading.current_thread())
+                        or real_check(*a, **k))
+    for name in ("arrayFromVolume", "arrayFromSegmentBinaryLabelmap", "updateSegmentBinaryLabelmapFromArray"):
+        real = getattr(slicer.util, name)
+        monkeypatch.setattr(slicer.util, name, lambda *a, real=real, name=name, **k: whole.append(name) or real(*a, **k))
+    for index in (3, 4, 5, 4):  # scrolling
+        user.showSlice("Red", volume, 2, index)
+        user.processEvents(0.15)
+    line = widget.promptNodes()[0]
+    user.drag("Red", line, 1, np.asarray(line.GetNthControlPointPositionWorld(1)) + [1.5, 0.0, 0.0])  # a prompt moved
+    user.waitUntilIdle()
+    assert whole == []  # the moved prompt's slice was read and written alone
+    assert all(thread is not threading.main_thread() for thread in checks)
+    assert other.GetSegmentation().GetNumberOfSegments() == 0
+
+
+def test_a_volume_under_a_transform_is_segmented_where_it_is_shown(user):
+    phantom, volume, prompts = phantom_case(user)
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    rotation = np.eye(4)
+    rotation[:3, :3] = [[np.cos(0.3), -np.sin(0.3), 0.0], [np.sin(0.3), np.cos(0.3), 0.0], [0.0, 0.0, 1.0]]
+    rotation[:3, 3] = [15.0, -8.0, 4.0]
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(rotation))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    widget = start(user, volume)
+    red = user.sliceNode("Red")  # the view follows the transformed volume, as Slicer shows it
+    matrix = slicer.util.arrayFromVTKMatrix(red.GetSliceToRAS())
+    red.GetSliceToRAS().DeepCopy((rotation @ matrix).ravel())
+    red.UpdateMatrices()
+    middle = next(p for p in prompts.prompts if p.slice == 5)
+    for line in (middle.long_axis, middle.short_axis):  # the user draws on the lesion as shown, in world coordinates
+        user.click("placeRecistButton")
+        user.place("Red", [(rotation @ np.r_[ras_of(volume, [x, y, 5]), 1.0])[:3] for x, y in line])
+    user.waitUntilIdle()
+    mask = segment_array(widget, volume)
+    assert np.flatnonzero(mask.any(axis=(1, 2))).tolist() == [5]
+    from MedSAMSlicerLib.prompts.prompt_types import PromptSet
+    untransformed, _ = widget.logic.segmentSliceMask(widget.logic.sessionReady(volume, widget.settings()),
+                                                      PromptSet(prompts=[middle], axis=2), 5)
+    assert dice(untransformed[5], mask[5]) > 0.98  # the prompts reached the voxels they were drawn on
+    assert dice(phantom.truth[5], mask[5]) > 0.75
+
+
+def test_prompts_that_come_with_a_loaded_scene_are_live(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    user.waitUntilIdle()
+    p = widget._parameterNode
+    tag = f"{p.segmentationNode.GetID()}/{p.segmentId}"
+    scene = slicer.mrmlScene
+    scene.StartState(scene.ImportState)  # a scene file loaded: its nodes arrive during an import
+    loaded = slicer.mrmlScene.CreateNodeByClass("vtkMRMLMarkupsLineNode")
+    loaded.UnRegister(None)
+    loaded.SetAttribute(MedSAMSlicer.PROMPT_ATTRIBUTE, tag)
+    loaded.SetAttribute(MedSAMSlicer.AXIS_ATTRIBUTE, "2")
+    for x, y in ((16.0, 14.0), (32.0, 22.0)):
+        loaded.AddControlPoint(ras_of(volume, [x, y, 5]))
+    loaded = scene.AddNode(loaded)
+    scene.EndState(scene.ImportState)
+    user.drag("Red", loaded, 1, ras_of(volume, [33.0, 23.0, 5]))
+    user.waitUntilIdle()
+    assert segment_array(widget, volume)[5].any()
+
+
+# --- the rest of the first hour
+
+
+def test_hand_edits_in_the_embedded_segment_editor_survive_segmenting_again_and_undo(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    editor = user.ui.segmentEditorWidget  # the Segment Editor in the module's panel edits the module's segment
+    p = widget._parameterNode
+    assert editor.editorNode.GetSegmentationNode() is p.segmentationNode
+    assert editor.editorNode.GetSelectedSegmentID() == p.segmentId and editor.editorNode.GetSourceVolumeNode() is volume
+    assert editor.shortcutsInstalled and editor.effectOrder[:4] == ["Paint", "Draw", "Erase", "Scissors"]
+    mask = segment_array(widget, volume)
+    user.paint(volume, np.s_[3, :, :50], erase=True)  # the radiologist erases part of slice 3
+    edited = segment_array(widget, volume)
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    assert "1 slice(s) edited by hand kept as they were" in user.ui.statusLabel.text
+    np.testing.assert_array_equal(segment_array(widget, volume), edited)
+    user.tick("overwriteEditedCheckBox")  # unless the user asks for it
+    user.press("Ctrl+Shift+V")
+    user.waitUntilIdle()
+    np.testing.assert_array_equal(segment_array(widget, volume), mask)
+    user.press("Ctrl+Shift+Z")  # the hand edit comes back
+    assert user.ui.resultLabel.text == "Undone on 1 slice(s)" and user.ui.redoButton.enabled
+    np.testing.assert_array_equal(segment_array(widget, volume), edited)
+    user.press("Ctrl+Shift+Y")
+    np.testing.assert_array_equal(segment_array(widget, volume), mask)
+    user.selectModule("Data")
+    assert not editor.shortcutsInstalled and editor.activeEffect is None
+
+
+def test_keys_and_the_prompt_table_drive_the_views_and_the_buttons(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    help_text = MedSAMSlicer.MedSAMSlicer(type("Parent", (), {})()).parent.helpText
+    assert all(keys in help_text for keys in MedSAMSlicer.SHORTCUTS.values())
+    user.showSlice("Red", volume, 2, 1)
+    user.press("Ctrl+Shift+R")
+    user.place("Red", [ras_of(volume, [18.0, 15.0, 1]), ras_of(volume, [28.0, 19.0, 1])])
+    user.showSlice("Red", volume, 2, 6)
+    user.press("Ctrl+Shift+B")
+    user.place("Red", [ras_of(volume, [18.0, 12.0, 6]), ras_of(volume, [30.0, 22.0, 6])])
+    user.waitUntilIdle()
+    assert [n.GetClassName() for n in widget.promptNodes()] == ["vtkMRMLMarkupsLineNode", "vtkMRMLMarkupsROINode"]
+    user.clickTableRow(0)  # the views move to the prompt's slice
+    assert widget.logic.viewSlice(volume, user.sliceNode("Red")) == (2, 1)
+    user.clickTableRow(1)
+    assert widget.logic.viewSlice(volume, user.sliceNode("Red")) == (2, 6)
+    user.press("Ctrl+Shift+L")  # segment the slice in view
+    user.waitUntilIdle()
+    assert segment_array(widget, volume)[6].any()
+    user.selectModule("Markups")  # other modules own the keys meanwhile
+    user.press("Ctrl+Shift+B")
+    assert len(widget.promptNodes()) == 2
+    user.selectModule("MedSAMSlicer")
+    user.press("Ctrl+Shift+B")
+    assert len(widget.promptNodes()) == 3
+
+
+def test_the_widget_follows_the_view_the_user_works_in(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    assert widget.currentSliceIndex() == (2, 5)
+    user.showSlice("Yellow", volume, 0, 25)
+    user.moveMouse("Yellow")
+    assert widget.currentSliceIndex() == (0, 25)
+    user.press("Ctrl+Shift+R")  # a RECIST line drawn in the sagittal view
+    line = user.place("Yellow", [ras_of(volume, [25, 10.0, 2.0]), ras_of(volume, [25, 20.0, 6.0])])
+    assert line.GetAttribute(MedSAMSlicer.AXIS_ATTRIBUTE) == "0"
+    assert [user.ui.promptTable.item(0, c).text for c in range(2)] == ["25", "RECIST"]  # the slice along I
+
+
+# --- installing, settings
 
 
 @pytest.fixture
-def widget_without_packages(scene_with_phantom, monkeypatch):
-    """The widget on a machine where MedSAM's packages are missing; pip is a fake that the test scripts."""
+def without_packages(user, monkeypatch):
+    """The module on a machine where MedSAM's packages are missing; pip is a fake that the test scripts."""
     from test_command_sequence import fake_pip
     from MedSAMSlicerLib.command_sequence import Step
 
-    phantom, ijk_to_ras, volume, segmentation, prompts = scene_with_phantom
-    widget = MedSAMSlicer.MedSAMSlicerWidget(types.SimpleNamespace(isEntered=True))
-    widget.setup()
-    installed, shown = [False], []
-    monkeypatch.setattr(widget.logic, "dependenciesInstalled", lambda: installed[0])
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: True, raising=False)
-    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *a, **k: shown.append(text), raising=False)
-    widget.ui.inputVolumeSelector.setCurrentNode(volume)
-    widget.ui.inputVolumeSelector.emit("currentNodeChanged(vtkMRMLNode*)", volume)
-    widget.ui.segmentSelector.setCurrentNode(segmentation)
-    widget.ui.segmentSelector.emit("currentNodeChanged(vtkMRMLNode*)", segmentation)
-    for prompt in prompts.prompts:
-        node = widget.logic.addPromptNode(segmentation, widget._parameterNode.segmentId, "vtkMRMLMarkupsLineNode")
-        for x, y in prompt.long_axis:
-            node.AddControlPoint((ijk_to_ras @ [x, y, prompt.slice, 1.0])[:3])
+    installed = [False]
+    monkeypatch.setattr(MedSAMSlicer.MedSAMSlicerLogic, "dependenciesInstalled", lambda self: installed[0])
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
 
     def script(*steps):
         monkeypatch.setattr(widget.logic, "installSteps", lambda: [Step(title, fake_pip(*lines, code=code, sleep=sleep))
                                                                    for title, lines, code, sleep in steps])
 
-    yield widget, script, installed, shown
-    widget.cleanup()
+    return widget, script, installed
 
 
-def poll_install(widget, seconds=60):
-    deadline = time.monotonic() + seconds
-    while widget._install is not None and time.monotonic() < deadline:
-        widget.onPoll()
-        time.sleep(0.02)
-    assert widget._install is None
-
-
-def test_installing_runs_in_the_background_shows_progress_and_then_segments(widget_without_packages):
-    widget, script, installed, shown = widget_without_packages
+def test_installing_runs_in_the_background_shows_progress_and_then_segments(user, without_packages):
+    widget, script, installed = without_packages
+    assert "not installed yet" in user.ui.statusLabel.text  # placing prompts asked for nothing
     script(("PyTorch", ["Collecting torch", "Successfully installed torch"], 0, 0.5),
            ("MedSAM packages", ["Successfully installed segment-anything"], 0, 0.0))
-    widget.updateButtonStates()
-    widget.onSegmentVolume()  # returns at once: the install runs on its own thread
+    user.click("segmentVolumeButton")  # returns at once: the install runs on its own thread
     assert widget._install is not None and widget._job is None
-    assert widget.ui.cancelButton.enabled and not widget.ui.segmentVolumeButton.enabled  # actions wait for it
-    assert not widget.ui.placeRecistButton.enabled
+    assert user.ui.cancelButton.enabled and not user.ui.segmentVolumeButton.enabled  # actions wait for it
     texts = []
     deadline = time.monotonic() + 60
     while widget._install is not None and time.monotonic() < deadline:
         if widget._install.done:
             installed[0] = True  # the fake pip "installed" the packages
-        widget.onPoll()
-        texts.append(widget.ui.statusLabel.text)
+        user.processEvents()
+        texts.append(user.ui.statusLabel.text)
         time.sleep(0.02)
     assert any(t.startswith("Installing PyTorch (step 1 of 2)") for t in texts)
     assert "Installing PyTorch (step 1 of 2): Successfully installed torch" in texts  # pip's latest line
-    assert shown == []
-    assert widget._loading is not None  # installed: the model loads, then the segmentation asked for starts
-    poll_until_idle(widget)
-    assert " mL, longest diameter " in widget.ui.resultLabel.text
+    assert user.dialogs.errors == []
+    user.waitUntilIdle()  # installed: the model loads, then the segmentation asked for starts
+    assert " mL, longest diameter " in user.ui.resultLabel.text
 
 
-def test_a_failed_install_shows_the_last_lines_and_the_log(widget_without_packages):
-    widget, script, installed, shown = widget_without_packages
+def test_a_failed_install_shows_the_last_lines_and_the_log(user, without_packages):
+    widget, script, installed = without_packages
     script(("PyTorch", ["Collecting torch", "ERROR: No matching distribution found for torch"], 1, 0.0),
            ("MedSAM packages", ["never run"], 0, 0.0))
-    widget.onSegmentVolume()
+    user.click("segmentVolumeButton")
     log_path = widget._install.log_path
-    poll_install(widget)
-    assert len(shown) == 1
-    assert shown[0].startswith("Installing PyTorch failed (step 1 of 2). Last lines:")
-    assert "ERROR: No matching distribution found for torch" in shown[0] and str(log_path) in shown[0]
-    assert widget._job is None and widget.ui.statusLabel.text.startswith("Installation failed; the log is in ")
-    assert widget.ui.segmentVolumeButton.enabled  # the user can try again
+    user.waitUntil(lambda: widget._install is None, 60, "the install to end")
+    [shown] = user.dialogs.errors
+    assert shown.startswith("Installing PyTorch failed (step 1 of 2). Last lines:")
+    assert "ERROR: No matching distribution found for torch" in shown and str(log_path) in shown
+    assert widget._job is None and user.ui.statusLabel.text.startswith("Installation failed; the log is in ")
+    assert user.ui.segmentVolumeButton.enabled  # the user can try again
 
 
-def test_a_cancelled_install_stops_pip_and_says_so(widget_without_packages):
-    widget, script, installed, shown = widget_without_packages
+def test_a_cancelled_install_stops_pip_and_says_so(user, without_packages):
+    widget, script, installed = without_packages
     script(("PyTorch", ["Downloading torch (2.1 GB)"], 0, 60.0), ("MedSAM packages", ["never run"], 0, 0.0))
-    widget.onSegmentVolume()
-    deadline = time.monotonic() + 30
-    while not widget._install.tail() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    widget.onCancel()
-    poll_install(widget, seconds=20)
-    assert widget.ui.statusLabel.text.startswith("Installation cancelled during PyTorch")
-    assert widget._job is None and shown == [] and not installed[0]
+    user.click("segmentVolumeButton")
+    user.waitUntil(lambda: widget._install.tail(), 30, "pip's first line")
+    user.click("cancelButton")
+    user.waitUntil(lambda: widget._install is None, 20, "pip to stop")
+    assert user.ui.statusLabel.text.startswith("Installation cancelled during PyTorch")
+    assert widget._job is None and user.dialogs.errors == [] and not installed[0]
 
 
-def test_the_widget_follows_the_view_the_user_works_in_and_places_prompts_by_keyboard(scene_with_phantom):
-    phantom, ijk_to_ras, volume, segmentation, prompts = scene_with_phantom
-    widget = MedSAMSlicer.MedSAMSlicerWidget(types.SimpleNamespace(isEntered=True))
-    widget.setup()
-    try:
-        ui = widget.ui
-        ui.inputVolumeSelector.setCurrentNode(volume)
-        ui.inputVolumeSelector.emit("currentNodeChanged(vtkMRMLNode*)", volume)
-        ui.segmentSelector.setCurrentNode(segmentation)
-        ui.segmentSelector.emit("currentNodeChanged(vtkMRMLNode*)", segmentation)
-        widget.updateButtonStates()
-        assert widget.currentSliceIndex() == (2, 4)  # the Red (axial) view, until the mouse goes elsewhere
+@pytest.mark.skipif(quantization.int8_unavailable() is not None, reason="OpenVINO and NNCF are not installed")
+def test_the_int8_choice_serves_the_refined_mode_and_the_published_mode_stays_fp32(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    p = widget._parameterNode
+    assert user.ui.precisionComboBox.items == ["fp32", "int8"] and p.precision == "fp32"
+    assert user.ui.modeComboBox.items == ["published", "refined"] and p.mode == "refined"
+    user.choose("precisionComboBox", "int8")
+    assert widget.settings().precision == "int8"
+    draw_every_marker(user, volume, prompts)
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    session = widget.logic.sessionReady(volume, widget.settings())
+    assert (session.model.precision, session.model.runtime) == ("int8", "openvino")
+    assert dice(phantom.truth, segment_array(widget, volume)) >= 0.8 and ", int8)" in user.ui.cacheStatusLabel.text
+    user.choose("modeComboBox", "published")  # the published steps are fp32: another session, not int8 embeddings
+    assert widget.settings().precision == "fp32"
 
-        directions = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
-        yellow = slicer.vtkMRMLSliceNode()  # a sagittal view through column i = 25
-        slice_to_ras = np.eye(4)
-        slice_to_ras[:3, 0], slice_to_ras[:3, 1], slice_to_ras[:3, 2] = directions[:, 1], directions[:, 2], directions[:, 0]
-        slice_to_ras[:3, 3] = (ijk_to_ras @ [25, 15, 4, 1.0])[:3]
-        yellow.GetSliceToRAS().DeepCopy(slice_to_ras.ravel())
-        crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
-        crosshair.SetCursorPositionXYZ([40.0, 30.0, 0.0], yellow)  # the mouse moves into the Yellow view
-        assert widget.currentSliceIndex() == (0, 25)
-
-        shortcuts = {shortcut.keys: shortcut for shortcut in widget._shortcuts}
-        assert set(shortcuts) == {"Ctrl+Shift+R", "Ctrl+Shift+B"}
-        shortcuts["Ctrl+Shift+R"].press()  # place a RECIST line there, by keyboard
-        [line] = widget.promptNodes()
-        assert line.IsA("vtkMRMLMarkupsLineNode") and line.GetAttribute("MedSAMSlicer.Axis") == "0"
-        interaction = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLInteractionNode")
-        assert interaction.GetCurrentInteractionMode() == interaction.Place
-        for j, k in ((10.0, 2.0), (20.0, 6.0)):  # the line the user draws in the Yellow view
-            line.AddControlPoint((ijk_to_ras @ [25, j, k, 1.0])[:3])
-        widget.updatePromptTable()
-        assert [ui.promptTable.item(0, c).text for c in range(2)] == ["25", "RECIST"]  # the slice along I, not K
-
-        segment_id = widget._parameterNode.segmentId
-        widget.exit()  # other modules own the keys while this one is not shown
-        shortcuts["Ctrl+Shift+B"].press()
-        assert len(widget.logic.promptNodes(segmentation, segment_id)) == 1
-        widget.enter()
-        shortcuts["Ctrl+Shift+B"].press()
-        assert [n.GetClassName() for n in widget.logic.promptNodes(segmentation, segment_id)] == [
-            "vtkMRMLMarkupsLineNode", "vtkMRMLMarkupsROINode"]
-    finally:
-        widget.cleanup()
-    assert widget._shortcuts == []

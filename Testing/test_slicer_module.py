@@ -14,6 +14,32 @@ def test_module_self_test_passes_headless():
     test.runTest()
 
 
+#: what a Slicer's own Python has of the packages the module and its harness import (Slicer ships numpy and scipy)
+SLICER_PACKAGES = ("numpy", "numpy.libs", "scipy", "scipy.libs", "slicer", "slicer_core", "vtk.py", "vtkmodules")
+
+
+def test_module_self_test_passes_in_a_slicer_without_pytorch(tmp_path):
+    """A build machine or a fresh Slicer has none of the engine's packages: the self-test still passes, the model
+    part skipped with a message saying why."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    site = Path(np.__file__).resolve().parents[1]
+    for name in SLICER_PACKAGES:
+        if (site / name).exists():
+            (tmp_path / name).symlink_to(site / name)
+    testing = Path(__file__).resolve().parent
+    code = ("import logging, importlib.util; logging.basicConfig(level=logging.INFO)\n"
+            "assert importlib.util.find_spec('torch') is None and importlib.util.find_spec('cv2') is None\n"
+            "import slicer_harness; slicer_harness.install().MedSAMSlicerTest().runTest()")
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": f"{tmp_path}:{testing}:{testing.parent / 'MedSAMSlicer'}"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("Skipped the segmentation with LiteMedSAM: PyTorch and MedSAM's packages are not installed in this "
+            "Slicer") in result.stderr
+
+
 ROTATION = np.array([[np.cos(0.4), -np.sin(0.4), 0.0], [np.sin(0.4), np.cos(0.4), 0.0], [0.0, 0.0, 1.0]])
 GEOMETRIES = {  # IJK-to-RAS matrices with anisotropic spacing
     "axis-aligned": np.diag([0.7, 0.8, 2.5, 1.0]),
@@ -107,14 +133,17 @@ def test_masks_land_on_the_right_voxels_of_the_chosen_slices_only(logic):
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     other, other_mask = add_segment_with_box(logic, segmentation, volume, "other", np.s_[5:8, 10:20, 10:30])
     target = logic.ensureSegment(segmentation, volume, "", "lesion")
+    where = MedSAMSlicer.SegmentTarget(volume, segmentation, target)
     first = np.zeros(array.shape, bool)
     first[2:6, 3:9, 4:12] = True
-    logic.writeSegmentMask(volume, segmentation, target, first, [2, 3, 4, 5], axis=2)
+    logic.writeSegmentMask(where, first, [2, 3, 4, 5], axis=2)
     written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, target, volume).astype(bool)
     np.testing.assert_array_equal(written, first)
     second = np.zeros(array.shape, bool)
     second[:, 20:25, 30:35] = True  # only slices 4 and 9 along K are to change
-    stats = logic.writeSegmentMask(volume, segmentation, target, second, [4, 9], axis=2)
+    outcome = logic.writeSegmentMask(where, second, [4, 9], axis=2)
+    assert outcome.changed == [4, 9] and outcome.kept == []
+    stats = logic.segmentStatistics(volume, segmentation, target)
     expected = first.copy()
     expected[4], expected[9] = second[4], second[9]
     written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, target, volume).astype(bool)
@@ -122,8 +151,8 @@ def test_masks_land_on_the_right_voxels_of_the_chosen_slices_only(logic):
     assert stats["volumeMl"] == pytest.approx(expected.sum() * 0.7 * 0.8 * 2.5 / 1000)
     np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume), other_mask)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), array)  # the user's volume untouched
-    assert logic.canUndo()
-    logic.undo()  # one step back: the state after the first write
+    assert logic.canUndo(segmentation)
+    logic.undo(segmentation)  # one step back: the state after the first write
     np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, target, volume).astype(bool), first)
 
 
@@ -135,9 +164,10 @@ def test_hand_edits_survive_undo_redo_and_re_segmentation(logic):
     volume, array = add_volume(GEOMETRIES["oblique"])
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     target = logic.ensureSegment(segmentation, volume, "", "lesion")
+    where = MedSAMSlicer.SegmentTarget(volume, segmentation, target)
     medsam = np.zeros(array.shape, bool)
     medsam[2:8, 5:15, 6:20] = True
-    logic.writeSegmentMask(volume, segmentation, target, medsam, list(range(2, 8)), axis=2)
+    logic.writeSegmentMask(where, medsam, list(range(2, 8)), axis=2)
     np.testing.assert_array_equal(segment_array(segmentation, target, volume), medsam)
 
     # the radiologist refines slice 4 in the Segment Editor: erases a corner, paints beyond the edge
@@ -146,33 +176,32 @@ def test_hand_edits_survive_undo_redo_and_re_segmentation(logic):
     edited[4, 16:19, 8:12] = True
     slicer.util.updateSegmentBinaryLabelmapFromArray(edited.astype(np.uint8), segmentation, target, volume)
 
-    message = logic.undo()
+    message = logic.undo(segmentation)
     assert message == "Undone on 5 slice(s); 1 slice(s) edited by hand since were kept"
     after_undo = segment_array(segmentation, target, volume)
     np.testing.assert_array_equal(after_undo[4], edited[4])  # the hand edit survives
     assert not after_undo[[2, 3, 5, 6, 7]].any()  # the rest is exactly as before MedSAM wrote
 
-    assert logic.redo() == "Redone on 5 slice(s)"
+    assert logic.redo(segmentation) == "Redone on 5 slice(s)"
     np.testing.assert_array_equal(segment_array(segmentation, target, volume), edited)  # exactly what MedSAM wrote, and the edit
 
     resegmented = np.zeros(array.shape, bool)
     resegmented[1:9, 4:16, 5:22] = True  # Segment volume again, with moved prompts
-    stats = logic.writeSegmentMask(volume, segmentation, target, resegmented, list(range(1, 9)), axis=2)
-    assert stats["keptSlices"] == [4]
+    outcome = logic.writeSegmentMask(where, resegmented, list(range(1, 9)), axis=2)
+    assert outcome.kept == [4]
     after = segment_array(segmentation, target, volume)
     np.testing.assert_array_equal(after[4], edited[4])
     np.testing.assert_array_equal(after[[1, 2, 3, 5, 6, 7, 8]], resegmented[[1, 2, 3, 5, 6, 7, 8]])
 
-    logic.undo()  # back to MedSAM's first write (and the edit), then further back
+    logic.undo(segmentation)  # back to MedSAM's first write (and the edit), then further back
     np.testing.assert_array_equal(segment_array(segmentation, target, volume), edited)
-    logic.undo()
+    logic.undo(segmentation)
     np.testing.assert_array_equal(segment_array(segmentation, target, volume)[4], edited[4])
 
-    forced = logic.writeSegmentMask(volume, segmentation, target, resegmented, list(range(1, 9)), axis=2,
-                                    overwriteEdited=True)
-    assert forced["keptSlices"] == []
+    forced = logic.writeSegmentMask(where, resegmented, list(range(1, 9)), axis=2, overwriteEdited=True)
+    assert forced.kept == []
     np.testing.assert_array_equal(segment_array(segmentation, target, volume), resegmented)
-    logic.undo()  # even an overwrite can be taken back: the hand edit returns
+    logic.undo(segmentation)  # even an overwrite can be taken back: the hand edit returns
     np.testing.assert_array_equal(segment_array(segmentation, target, volume)[4], edited[4])
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), array)
 
@@ -183,14 +212,15 @@ def test_undo_says_why_when_every_slice_was_edited_by_hand(logic):
     target = logic.ensureSegment(segmentation, volume, "", "lesion")
     medsam = np.zeros(array.shape, bool)
     medsam[3, 5:15, 6:20] = True
-    logic.writeSegmentMask(volume, segmentation, target, medsam, [3], axis=2)
+    logic.writeSegmentMask(MedSAMSlicer.SegmentTarget(volume, segmentation, target), medsam, [3], axis=2)
     erased = np.zeros(array.shape, np.uint8)
     slicer.util.updateSegmentBinaryLabelmapFromArray(erased, segmentation, target, volume)
-    assert logic.undo() == "Cannot undo: the 1 slice(s) MedSAM wrote have been edited by hand since; they are kept"
+    assert logic.undo(segmentation) == ("Cannot undo: the 1 slice(s) MedSAM wrote have been edited by hand since; "
+                                        "they are kept")
     assert not segment_array(segmentation, target, volume).any()
-    assert logic.undo() == "Nothing to undo" and not logic.canUndo()
+    assert logic.undo(segmentation) == "Nothing to undo" and not logic.canUndo(segmentation)
     segmentation.GetSegmentation().RemoveSegment(target)
-    assert logic.redo() == "Nothing to redo"
+    assert logic.redo(segmentation) == "Nothing to redo"
 
 
 def test_seg_nrrd_export_reads_back_with_the_volume_geometry(logic, tmp_path):
@@ -332,3 +362,84 @@ def test_train_on_scene_segmentations_writes_the_cases_and_a_loadable_model(logi
         np.testing.assert_allclose(image.geometry.ijk_to_lps, phantom.geometry.ijk_to_lps, atol=1e-6)
     with pytest.raises(Exception, match="already holds a training run"):
         logic.train([(cases[0][1], cases[0][2])], tmp_path / "run", epochs=1)
+
+
+def test_slices_written_into_a_segment_sharing_a_layer_leave_every_other_segment_as_it_was(logic):
+    volume, array = add_volume(GEOMETRIES["oblique"])
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    other, other_mask = add_segment_with_box(logic, segmentation, volume, "other", np.s_[:, :6, :6])
+    target = logic.ensureSegment(segmentation, volume, "", "lesion")  # an empty segment: it shares other's layer
+    assert segmentation.GetSegmentation().GetNumberOfLayers() == 1
+    where = MedSAMSlicer.SegmentTarget(volume, segmentation, target)
+    mask = np.zeros(array.shape, bool)
+    mask[3:9, 10:20, 10:25] = True  # beside the other segment, in its layer
+    logic.writeSegmentMask(where, mask, list(range(3, 9)), axis=2)
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume), mask)
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume), other_mask)
+    mask[3:9, 2:20, 2:25] = True  # now over part of the other segment
+    logic.writeSegmentMask(where, mask, list(range(3, 9)), axis=2)
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume), mask)
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume), other_mask)
+    planes = logic.readSegmentSlices(volume, segmentation, target, 2, [2, 3, 8, 9])
+    assert [planes[i].any() for i in (2, 3, 8, 9)] == [False, True, True, False]
+    mask[5] = False  # a slice taken back: only it changes
+    assert logic.writeSegmentMask(where, mask, [5], axis=2).changed == [5]
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume), mask)
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, other, volume), other_mask)
+    stats = logic.segmentStatistics(volume, segmentation, target)
+    from MedSAMSlicerLib.prompts.measurements import longest_diameter_in_volume_mm
+    diameter, where_slice = longest_diameter_in_volume_mm(mask, logic.volumeGeometry(volume), 2)
+    assert (stats["longestDiameterMm"], stats["diameterSlice"], stats["slices"]) == (pytest.approx(diameter), where_slice, 5)
+
+
+def written_lesion(logic):
+    """A volume, a segmentation and its segment 'lesion' that MedSAM wrote on slices 2-4: (volume, segmentation,
+    segment id, mask)."""
+    volume, array = add_volume(GEOMETRIES["axis-aligned"])
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    target = logic.ensureSegment(segmentation, volume, "", "lesion")
+    mask = np.zeros(array.shape, bool)
+    mask[2:5, 5:15, 6:20] = True
+    logic.writeSegmentMask(MedSAMSlicer.SegmentTarget(volume, segmentation, target), mask, [2, 3, 4], axis=2)
+    return volume, segmentation, target, mask
+
+
+def test_a_segment_removed_and_made_again_under_its_id_is_not_taken_for_a_hand_edit(logic):
+    volume, segmentation, target, mask = written_lesion(logic)
+    segmentation.GetSegmentation().RemoveSegment(target)
+    assert not logic.canUndo(segmentation)
+    again = logic.ensureSegment(segmentation, volume, target, "lesion")
+    assert again == target
+    outcome = logic.writeSegmentMask(MedSAMSlicer.SegmentTarget(volume, segmentation, again), mask, [2, 3, 4], axis=2)
+    assert outcome.kept == [] and outcome.changed == [2, 3, 4]
+
+
+def test_the_history_ends_with_the_scene(logic):
+    volume, segmentation, target, mask = written_lesion(logic)
+    ids = (volume.GetID(), segmentation.GetID())
+    slicer.mrmlScene.Clear(0)
+    volume, _ = add_volume(GEOMETRIES["axis-aligned"])
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    assert (volume.GetID(), segmentation.GetID()) == ids and not logic.canUndo(segmentation)
+    segmentation.GetSegmentation().AddEmptySegment(target, "lesion")  # the next case, with the same ids
+    outcome = logic.writeSegmentMask(MedSAMSlicer.SegmentTarget(volume, segmentation, target), mask, [2, 3, 4], axis=2)
+    assert outcome.kept == [] and segment_array(segmentation, target, volume).sum() == mask.sum()
+
+
+def test_a_volume_under_a_non_linear_transform_is_refused_with_the_way_out(logic):
+    import vtk
+    from MedSAMSlicerLib.errors import SettingsError
+
+    volume, _ = add_volume(GEOMETRIES["axis-aligned"])
+    warp = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
+    spline = vtk.vtkThinPlateSplineTransform()
+    source, target = vtk.vtkPoints(), vtk.vtkPoints()
+    for point in ((0, 0, 0), (10, 0, 0), (0, 10, 0), (0, 0, 10)):
+        source.InsertNextPoint(point)
+        target.InsertNextPoint(np.add(point, (1.0, 2.0, 0.5)))
+    spline.SetSourceLandmarks(source)
+    spline.SetTargetLandmarks(target)
+    warp.SetAndObserveTransformToParent(spline)
+    volume.SetAndObserveTransformNodeID(warp.GetID())
+    with pytest.raises(SettingsError, match="ct is under the non-linear transform warp: harden it first"):
+        logic.volumeGeometry(volume)

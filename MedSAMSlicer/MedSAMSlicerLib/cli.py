@@ -35,7 +35,6 @@ def _parser() -> argparse.ArgumentParser:
     from .models.model_registry import DEFAULT_MODEL, MODELS
     from .models.quantization import PRECISIONS
     from .volume.intensity import CT_PRESETS
-    from .volume.propagation import DEFAULT_PROPAGATE_SLICES
     from .volume.refinement import DEFAULT_MODE, MODES
 
     parser = argparse.ArgumentParser(prog="medsam-slicer", description=__doc__.split("\n\n")[0])
@@ -55,10 +54,11 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"intensity: {', '.join(CT_PRESETS)}, W,L (e.g. 400,40), percentile, or auto (default: "
                               "soft-tissue for CT, percentile otherwise)")
     segment.add_argument("--axis", type=int, choices=(0, 1, 2), help="slicing axis, IJK index (default: the prompt file's, else 2)")
-    segment.add_argument("--propagate", type=int, default=DEFAULT_PROPAGATE_SLICES, metavar="N",
+    segment.add_argument("--propagate", type=int, default=0, metavar="N",
                          help="extend each target beyond its annotated range, slice by slice, until the measured "
-                              "stopping rule finds it ended, at most N slices each way (default "
-                              f"{DEFAULT_PROPAGATE_SLICES}; 0: off; see docs/propagation.md)")
+                              "stopping rule finds it ended, at most N slices each way (default 0: off, as an "
+                              "unattended run cannot be looked at; 50 gives one marker a 3D result, see "
+                              "docs/propagation.md)")
     segment.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
                          help="refined (default: zoomed inference, better on real scans) or published (exactly the "
                               "published MedSAM steps); see the README")
@@ -149,8 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--device", default="auto")
     batch.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
     batch.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
-    batch.add_argument("--propagate", type=int, default=DEFAULT_PROPAGATE_SLICES, metavar="N",
-                       help=f"as for segment (default {DEFAULT_PROPAGATE_SLICES})")
+    batch.add_argument("--propagate", type=int, default=0, metavar="N", help="as for segment (default 0)")
     batch.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help=f"as for segment (default {DEFAULT_MODE})")
     batch.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for segment (default auto)")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
