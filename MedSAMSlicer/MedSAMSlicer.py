@@ -222,6 +222,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._loading = None  # the engine session (model, normalised volume) being built (BackgroundJob)
         self._afterLoad = None  # what to do once it is built
         self._job = None  # the running SegmentJob
+        self._afterJob = None  # what the user asked for while a placed prompt's slice was being segmented
         self._requests = []  # SliceRequests waiting for the job to end, or for their slice's embedding
         self._measurement = None  # the running Measurement of the last result
 
@@ -347,7 +348,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Cancel the running job and every waiting request (the model load may finish). The job stops within one
         slice and stays the running one until it has (it writes nothing), so no second job shares its session."""
         self._requests = []
-        self._afterLoad = None
+        self._afterLoad = self._afterJob = None
         if self._job is not None:
             self._job.background.cancel()
         self._measurement = None
@@ -461,7 +462,8 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             model_id=p.model if p else "lite-medsam", checkpoint_path=p.checkpointPath if p else "",
             checkpoint_exists=bool(p and p.checkpointPath and os.path.isfile(p.checkpointPath)),
             prompt_count=len(prompts), prompts_on_current_slice=onSlice,
-            busy=self._job is not None or self._install is not None,
+            busy=self._install is not None or (self._job is not None and self._job.asked),
+            placed_slice_running=self._job is not None and not self._job.asked,
             undo_available=bool(segmentation) and self.logic.canUndo(segmentation),
             redo_available=bool(segmentation) and self.logic.canRedo(segmentation))
 
@@ -653,7 +655,9 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def readyToSegment(self, target, settings, then):
         """Whether the packages are installed and the session of these inputs built; if not, that starts in the
         background (after asking, for an install) and ``then()`` runs once it is done."""
-        if self._job is not None:
+        if self._job is not None:  # a placed prompt's slice (the buttons wait for what the user asked for)
+            self._afterJob = then
+            self.showStatus(f"{target.describe()} will be segmented once the slice in progress is done")
             return False
         if not self.logic.dependenciesInstalled():
             self.startInstall(then)
@@ -732,6 +736,9 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.pollCaching()
         if self._job is not None:
             self.pollJob()
+        if self._job is None and self._afterJob is not None:
+            then, self._afterJob = self._afterJob, None
+            then()
         if self._measurement is not None:
             self.pollMeasurement()
         self.serveRequests()

@@ -42,6 +42,13 @@ def test_while_busy_prompts_can_still_be_drawn_but_nothing_else_starts():
     assert not any(actions[n] for n in ("segmentSliceButton", "segmentVolumeButton", "undoButton"))
 
 
+def test_a_placed_prompts_slice_being_segmented_leaves_segmenting_to_the_user_but_not_undo():
+    actions = enabled_actions(WidgetFacts(**{**READY.__dict__, "placed_slice_running": True, "undo_available": True,
+                                             "redo_available": True}))
+    assert actions["segmentVolumeButton"] and actions["segmentSliceButton"] and actions["cancelButton"]
+    assert not actions["undoButton"] and not actions["redoButton"]  # the running slice will write
+
+
 @pytest.mark.parametrize("path, exists, ready", [("", False, False), ("/x/medsam_vit_b.pth", False, False),
                                                  ("/x/medsam_vit_b.pth", True, True)])
 def test_vit_models_need_an_existing_checkpoint(path, exists, ready):

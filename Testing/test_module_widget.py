@@ -284,6 +284,21 @@ def test_prompts_moved_during_a_job_are_segmented_after_it(user):
     assert mask[[2, 3, 8, 9]].any(axis=(1, 2)).all()  # and the volume's
 
 
+def test_segment_volume_clicked_while_a_placed_prompts_slice_is_segmented_runs_right_after_it(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    user.waitUntil(lambda: widget._job is not None, 120, "the placed prompt's slice to be segmented")
+    assert not widget._job.asked and user.ui.segmentVolumeButton.enabled and not user.ui.undoButton.enabled
+    user.click("segmentVolumeButton")  # the user's click right after the last point: never lost
+    assert widget._job is not None and not widget._job.asked  # the slice goes on...
+    user.waitUntil(lambda: widget._job is not None and widget._job.asked, 60, "Segment volume to start")  # ...then this
+    user.waitUntilIdle()
+    mask = segment_array(widget, volume)
+    assert np.flatnonzero(mask.any(axis=(1, 2))).tolist() == np.flatnonzero(phantom.truth.any(axis=(1, 2))).tolist()
+    assert user.dialogs.errors == []
+
+
 def test_cancel_stops_the_running_job_within_a_slice_and_writes_nothing(user):
     phantom, volume, prompts = phantom_case(user, slices=30, radius_k_mm=32.0)
     widget = start(user, volume, 15)

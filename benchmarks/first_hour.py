@@ -7,7 +7,8 @@ switched, message boxes closed) takes the phantom CT of ``medsam-slicer sample``
 loaded volume to a 3D result, then makes one hand edit (in the Segment Editor module, whose own choices are
 counted but not driven, or in the module's panel). Counted: every action (a click, a key, a
 point placed, a view scrolled, a module or node chosen, a message box closed) and the wall-clock seconds from opening
-the module to the result shown, model loading and embedding included (2 CPU cores; the one-time export of the
+the module to the result shown (a button disabled while the module works is waited for, without an action),
+model loading and embedding included (2 CPU cores; the one-time export of the
 model for the CPU runtime is done before timing; the user looks at each slice for ``LOOK_SECONDS`` before
 drawing on it). ``--module-dir`` runs another checkout's module and engine
 (``git worktree add /tmp/before 9b1bc7f`` then ``--module-dir /tmp/before/MedSAMSlicer``), driven the same way,
@@ -57,6 +58,10 @@ def main(argv=None):
         shown, user.dialogs.errors[:] = list(user.dialogs.errors), []
         return shown
 
+    def wait_for_button(name):
+        """The user waits (seconds, no action) for a button that is disabled while the module works."""
+        user.waitUntil(lambda: getattr(widget.ui, name).enabled, 300, f"{name} to be enabled")
+
     start = time.monotonic()
     widget = user.openModule()
     user.actions += 1  # the module chosen in the module list
@@ -68,10 +73,12 @@ def main(argv=None):
         user.moveMouse("Red")
         user.processEvents(LOOK_SECONDS)
         for line in (prompt.long_axis, prompt.short_axis):
+            wait_for_button("placeRecistButton")
             user.click("placeRecistButton")
             user.place("Red", [slicer_harness.ras_of(volume, [x, y, prompt.slice]) for x, y in line])
             user.processEvents(0.3)  # the user looks at the line just drawn
             messages += close_message_boxes()
+    wait_for_button("segmentVolumeButton")
     user.click("segmentVolumeButton")
     user.waitUntil(lambda: widget._job is not None or widget._loading is not None, 30, "the job to start")
     user.waitUntilIdle(900)

@@ -3,7 +3,8 @@
 Which actions are possible follows from a few facts (a volume and segment chosen, a usable
 model, prompts present, work running). Prompts can be placed as soon as there is a volume (the
 segmentation and segment are created with the first one) and while a job runs (their slices are
-segmented after it).
+segmented after it). A slice being segmented because a prompt was just placed does not make the
+user wait: Segment volume and Segment slice stay available and start right after it.
 """
 
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ class WidgetFacts:
     checkpoint_exists: bool = False
     prompt_count: int = 0
     prompts_on_current_slice: int = 0
-    busy: bool = False
+    busy: bool = False  # what the user asked for runs: an install or a Segment volume / slice
+    placed_slice_running: bool = False  # a slice is being segmented because a prompt on it was placed or moved
     undo_available: bool = False
     redo_available: bool = False
 
@@ -43,9 +45,9 @@ def enabled_actions(facts: WidgetFacts) -> Dict[str, bool]:
         "deletePromptButton": facts.prompt_count > 0,
         "segmentSliceButton": ready and facts.prompts_on_current_slice > 0,
         "segmentVolumeButton": ready and facts.prompt_count > 0,
-        "cancelButton": facts.busy,
-        "undoButton": facts.undo_available and not facts.busy,
-        "redoButton": facts.redo_available and not facts.busy,
+        "cancelButton": facts.busy or facts.placed_slice_running,
+        "undoButton": facts.undo_available and not facts.busy and not facts.placed_slice_running,
+        "redoButton": facts.redo_available and not facts.busy and not facts.placed_slice_running,
         "exportPromptsButton": facts.prompt_count > 0,
         "exportSegmentationButton": facts.has_volume and facts.has_segment,
         "checkpointPathLineEdit": needs_checkpoint(facts.model_id),
