@@ -933,13 +933,13 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         return MedSAMSlicerParameterNode(super().getParameterNode())
 
     def onSceneStartClose(self, caller, event):
-        """Nothing of a case outlives it: the next case reuses its node IDs."""
-        for segmentationId in list(self._histories):
-            self._forgetSegmentation(segmentationId)
+        """Nothing of a case outlives it: the session goes, and closing removes every segmentation node, whose
+        history goes with it (``onNodeRemoved``; the next case reuses their node IDs)."""
         self._closeSession()
 
     @vtk.calldata_type(vtk.VTK_OBJECT)
     def onNodeRemoved(self, caller, event, node):
+        """A segmentation removed (by the user, or by closing the scene): its history goes with it."""
         if node is not None and node.GetID() in self._histories:
             self._forgetSegmentation(node.GetID(), node)
 
