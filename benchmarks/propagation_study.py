@@ -32,9 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMSlicer"))
 
+from cohort_cases import cohort_cases  # noqa: E402
 from MedSAMSlicerLib.evaluation.metrics import dice, normalized_surface_dice  # noqa: E402
-from MedSAMSlicerLib.files.image_io import paired_images, read_image, read_label_image  # noqa: E402
-from MedSAMSlicerLib.files.json_file import read_json  # noqa: E402
 from MedSAMSlicerLib.models.model_registry import load_model  # noqa: E402
 from MedSAMSlicerLib.prompts.prompt_simulation import recist_from_truth, recist_on_largest_slice  # noqa: E402
 from MedSAMSlicerLib.volume.embedding_cache import EmbeddingCache  # noqa: E402
@@ -133,16 +132,14 @@ def measure(cohorts: List[Path], modes: List[str], window: str, every: int, limi
     model = load_model("lite-medsam", None, "cpu", "auto")
     rows = []
     for cohort in cohorts:
-        names = read_json(cohort / "labels.json", "labels map") if (cohort / "labels.json").is_file() else {}
-        for image_path, label_path in paired_images(cohort / "images", cohort / "labels"):
-            image, labels = read_image(image_path), read_label_image(label_path)
+        for case, image, labels, names in cohort_cases(cohort):
             spacing_kji = tuple(reversed(image.geometry.spacing))
             spacing_xy = image.geometry.spacing[:2]
             intensity = IntensitySettings.parse(window, image.array, image.modality)
             with SegmentationSession(image.array, model, intensity, EmbeddingCache(max_bytes=6 << 30)) as session:
                 for label in (int(v) for v in np.unique(labels.array) if v != 0):
                     truth = labels.array == label
-                    row = {"cohort": cohort.name, "case": image_path.name.split(".")[0],
+                    row = {"cohort": cohort.name, "case": case,
                            "target": names.get(str(label), f"label {label}"),
                            "slices": int(truth.any(axis=(1, 2)).sum()), "scores": {}, "unpropagated": {}}
                     for mode in modes:

@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from MedSAMSlicerLib.evaluation.metrics import dice
 from MedSAMSlicerLib.evaluation.volume_evaluation import evaluate_case
 from MedSAMSlicerLib.files.image_io import read_image, read_label_image
+from MedSAMSlicerLib.prompts.prompt_simulation import recist_from_labels
+from MedSAMSlicerLib.prompts.prompt_types import PromptSet
 from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.volume.refinement import MODES, refinement_for
 from MedSAMSlicerLib.volume.session import SegmentationSession
@@ -111,3 +114,18 @@ def test_the_cohort_script_labels_two_ventricles_and_not_the_midline():
     assert all(blob.sum() >= real_cohort.MIN_VENTRICLE_VOXELS for blob in blobs.values())
     labels = real_cohort.ventricle_labels(np.zeros_like(wm), wm)
     assert np.array_equal(labels == 1, blobs["left"]) and np.array_equal(labels == 2, blobs["right"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_both_ventricles_in_one_prompt_file_score_as_each_does_alone(lite_model, mode):
+    image, labels = read_image(SAMPLE / "t1.nii.gz"), read_label_image(SAMPLE / "labels.nii.gz")
+    prompts = recist_from_labels(labels.array, 3, 2, image.geometry.spacing[:2])
+    intensity = IntensitySettings.parse("auto", image.array, image.modality)
+    with SegmentationSession(image.array, lite_model, intensity) as session:
+        together = session.segment(prompts, refinement=refinement_for(mode))
+        alone = {label: session.segment(PromptSet([p for p in prompts.prompts if p.label == label], 2),
+                                        refinement=refinement_for(mode))[label].mask for label in (1, 2)}
+    assert not (together[1].mask & together[2].mask).any()  # the label image holds what each target was given
+    for label in (1, 2):
+        truth = labels.array == label
+        assert dice(truth, together[label].mask) == pytest.approx(dice(truth, alone[label]), abs=0.01)

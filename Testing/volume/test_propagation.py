@@ -22,6 +22,8 @@ from MedSAMSlicerLib.volume.refinement import refinement_for
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
 LESION_SAMPLE = Path(__file__).parents[1] / "data" / "mni152_lesion"
+#: the box a traced slice was prompted with (the slice step does not read it)
+BOX = np.array([1.0, 1.0, 9.0, 9.0])
 
 
 def one_marker(phantom):
@@ -51,11 +53,12 @@ def test_a_slice_step_measures_area_confidence_overlap_and_contrast():
     previous[2:6, 2:6], mask[4:8, 4:8] = True, True  # 16 pixels each, 4 shared
     image[4:8, 4:8] = 130.0  # the mask stands out by 30 against its 3 px ring
     probability = np.where(mask, 0.75, 0.1).astype(np.float32)
-    step = slice_step(previous, TracedSlice(5, mask, probability, image), TargetReference(40, -60.0))
+    step = slice_step(previous, TracedSlice(5, mask, probability, image, BOX), TargetReference(40, -60.0))
     assert (step.area, step.previous_area, step.largest_area) == (16, 16, 40)
     assert step.confidence == pytest.approx(0.75) and step.overlap == pytest.approx(4 / 28)
     assert step.contrast == pytest.approx(-0.5)  # half the annotated target's contrast, and of the other sign
-    empty = slice_step(previous, TracedSlice(5, np.zeros_like(mask), probability, image), TargetReference(40, 30.0))
+    empty = slice_step(previous, TracedSlice(5, np.zeros_like(mask), probability, image, BOX),
+                       TargetReference(40, 30.0))
     assert (empty.area, empty.confidence, empty.overlap, empty.contrast) == (0, 0.0, 0.0, 0.0)
 
 

@@ -15,7 +15,7 @@ slice is a false one and the rule must stop at once.
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class TracedSlice:
     mask: np.ndarray
     probability: np.ndarray
     image: np.ndarray
+    box: np.ndarray  # the box it was prompted with: the slice before's mask's, plus the margin
 
 
 @dataclass(frozen=True)
@@ -150,23 +151,25 @@ def traced_slices(session, axis: int, start: int, step: int, start_mask: np.ndar
         if progress is not None:
             progress.decoded(1)
         previous = probability > 0.5
-        yield TracedSlice(index, previous, probability, session.volume_u8[slice_indexer(axis, index)])
+        yield TracedSlice(index, previous, probability, session.volume_u8[slice_indexer(axis, index)], box)
         index += step
 
 
 def propagate(session, mask: np.ndarray, axis: int, start: int, step: int, limit: int,
               refinement: Optional[Refinement] = None, rule: StoppingRule = STOPPING_RULE,
-              reference: Optional[TargetReference] = None, progress: Optional[ProgressCount] = None) -> List[int]:
+              reference: Optional[TargetReference] = None,
+              progress: Optional[ProgressCount] = None) -> Dict[int, np.ndarray]:
     """Extend a target's ``[k, j, i]`` ``mask`` from its end slice ``start`` towards ``step`` until ``rule`` stops it
-    or ``limit`` slices; returns the slices added. ``reference``: of the annotated slices (default: ``start`` alone)."""
+    or ``limit`` slices; returns the slices added, each with the box it was prompted with. ``reference``: of the
+    annotated slices (default: ``start`` alone)."""
     previous = mask[slice_indexer(axis, start)]
     if reference is None:
         reference = target_reference(session.volume_u8, mask, axis, [start])
     traced = traced_slices(session, axis, start, step, previous, limit, refinement, progress)
-    added = []
+    added = {}
     for kept in kept_slices(traced, previous, rule, reference):
         mask[slice_indexer(axis, kept.index)] |= kept.mask
-        added.append(kept.index)
+        added[kept.index] = kept.box
     return added
 
 

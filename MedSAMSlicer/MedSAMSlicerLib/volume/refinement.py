@@ -7,12 +7,13 @@ where the target is several times larger, and averages the two foreground probab
 view alone wins on every slice: zoomed alone lost on most real targets measured, and the
 average beat both (``benchmarks/refinement_levers.py`` measures each variant; the README
 reports them, with the levers that were tried and dropped). A crop that would cover most of the
-slice adds nothing and is skipped. The cost is one more encoder pass per slice: targets that share
-a slice share its crop.
+slice adds nothing and is skipped. The cost is one more encoder pass per slice and target: targets
+on a slice share a crop (and its pass) only where one crop no larger than each one's own holds them
+all, since a crop around two distant targets would barely zoom in on either.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from .crop_window import MIN_CROP_SIDE, ZOOM_FACTOR, CropWindow, crop_window
 
 #: a crop at least this share of the slice's longer side gains too little scale to be worth its encoder pass
 MAX_CROP_SHARE = 0.8
+#: targets on a slice share one crop when its side is at most this many times each one's own crop's side: a crop
+#: any larger zooms in less, and sharing one 1.25x larger cost the ventricles 0.031 mean DSC (docs/multiple_targets.md)
+SHARED_CROP_GROWTH = 1.0
 MODES = ("published", "refined")
 #: the refined mode is the default because it scored higher on every real cohort measured (README, "Real scans")
 DEFAULT_MODE = "refined"
@@ -50,17 +54,37 @@ def refinement_for(mode: str) -> Optional[Refinement]:
     return REFINED if mode == "refined" else None
 
 
-def zoom_windows(plans: Sequence[SliceBoxes], shape, options: Refinement = REFINED) -> Dict[int, Optional[CropWindow]]:
-    """One crop per slice around the boxes of every target on it (None: too large to gain scale).
+def zoom_windows(plans: Mapping[int, SliceBoxes], shape,
+                 options: Refinement = REFINED) -> Dict[int, Dict[int, Optional[CropWindow]]]:
+    """Per target (the keys of ``plans``) and slice, the crop it is zoomed in on (None: too large to gain scale).
 
-    Targets sharing a slice share its crop, so the refined mode costs one extra encoder pass per
-    slice however many targets lie on it.
+    Each target gets its own crop, except that targets on a slice whose boxes fit one crop at most
+    ``SHARED_CROP_GROWTH`` times the side of each one's own (no larger) share it (one encoder pass for them all).
     """
-    boxes: Dict[int, List[np.ndarray]] = {}
-    for plan in plans:
-        for index, on_slice in plan.items():
-            boxes.setdefault(index, []).extend(on_slice)
-    return {index: zoom_window(on_slice, shape, options) for index, on_slice in boxes.items()}
+    windows: Dict[int, Dict[int, Optional[CropWindow]]] = {label: {} for label in plans}
+    for index in sorted({index for plan in plans.values() for index in plan}):
+        groups: List[List[int]] = []
+        for label in (label for label, plan in plans.items() if index in plan):
+            group = next((group for group in groups if _fit_one_crop([plans[m][index] for m in group + [label]],
+                                                                     shape, options)), None)
+            if group is None:
+                groups.append([label])
+            else:
+                group.append(label)
+        for group in groups:
+            window = zoom_window([box for label in group for box in plans[label][index]], shape, options)
+            for label in group:
+                windows[label][index] = window
+    return windows
+
+
+def _fit_one_crop(boxes_per_target: Sequence[Sequence[np.ndarray]], shape, options: Refinement) -> bool:
+    """Whether these targets' boxes on a slice fit a crop no larger than ``SHARED_CROP_GROWTH`` times each one's own."""
+    def side(boxes):
+        return crop_window(np.asarray(boxes), shape, options.zoom_factor, options.min_crop_side).side
+
+    together = side([box for boxes in boxes_per_target for box in boxes])
+    return together <= SHARED_CROP_GROWTH * min(side(boxes) for boxes in boxes_per_target)
 
 
 def zoom_window(boxes: Sequence[np.ndarray], shape, options: Refinement = REFINED) -> Optional[CropWindow]:
@@ -84,9 +108,9 @@ def refine_target(session, plan: SliceBoxes, axis: int, options: Refinement = RE
                   decoded: Optional[Callable[[int], None]] = None,
                   windows: Optional[Dict[int, Optional[CropWindow]]] = None) -> np.ndarray:
     """The ``[k, j, i]`` mask of one target from its boxes per slice, each slice seen whole and zoomed in
-    (``windows``: the crops, by default ``zoom_windows`` of this target alone)."""
+    (``windows``: its crops per slice, by default ``zoom_windows`` of this target alone)."""
     if windows is None:
-        windows = zoom_windows([plan], plane_shape(session.shape, axis), options)
+        windows = zoom_windows({0: plan}, plane_shape(session.shape, axis), options)[0]
     for index in plan:  # queue every crop first, so that the encoder never waits for the decoder
         if windows[index] is not None:
             session.prefetch([index], axis, window=windows[index])

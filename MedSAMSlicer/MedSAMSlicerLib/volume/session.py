@@ -16,12 +16,13 @@ from ..models.slice_model import SliceModel
 from ..prompts.geometry import check_axis, plane_shape, slice_indexer
 from ..prompts.interpolation import SliceBoxes, interpolate_boxes
 from ..prompts.prompt_types import PromptSet
+from .contested_voxels import give_contested_voxels
 from .crop_window import CropWindow
 from .embedding_cache import EmbeddingCache, image_identity
 from .embedding_worker import EmbeddingWorker
 from .intensity import IntensitySettings, normalize_volume
 from .propagation import STOPPING_RULE, StoppingRule, propagate as propagate_target, target_reference
-from .refinement import Refinement, refine_target, zoom_windows
+from .refinement import Refinement, refine_target, refined_probability, zoom_window, zoom_windows
 from .slice_progress import ProgressCount, SliceProgress
 from .slice_source import SliceSource
 
@@ -112,31 +113,44 @@ class SegmentationSession:
         says the target ended there, at most ``propagate`` slices (see ``propagation``).
 
         Without ``refinement`` these are exactly the published steps; with it, the refined mode's (see ``refinement``),
-        on the propagated slices too. ``progress(done, total)`` follows every decode; each propagated slice adds one
+        on the propagated slices too. Voxels that several targets' masks claim go to the likeliest target
+        (``contested_voxels``). ``progress(done, total)`` follows every decode; each propagated slice adds one
         to the total.
         """
         axis = prompts.axis
+        shape = plane_shape(self.shape, axis)
         plans = {label: interpolate_boxes(boxes) for label, boxes in prompts.key_boxes(self.shape).items()}
         self.prefetch(sorted({index for plan in plans.values() for index in plan}), axis)  # every target's slices, now
         count = ProgressCount(sum(len(boxes) for plan in plans.values() for boxes in plan.values()), progress)
-        windows = None if refinement is None else zoom_windows(plans.values(), plane_shape(self.shape, axis), refinement)
+        windows = None if refinement is None else zoom_windows(plans, shape, refinement)
         results: Dict[int, LabelMask] = {}
         for label, plan in plans.items():
-            mask = self.segment_slices(plan, axis, refinement, count.decoded, windows)
+            mask = self.segment_slices(plan, axis, refinement, count.decoded, windows and windows[label])
             results[label] = result = LabelMask(label, mask, sorted(plan))
             if propagate > 0:
                 reference = target_reference(self.volume_u8, mask, axis, plan)
                 for start, step in ((min(plan), -1), (max(plan), +1)):
-                    result.slices += propagate_target(self, mask, axis, start, step, propagate, refinement, stopping,
-                                                      reference, count)
-            result.slices.sort()
+                    added = propagate_target(self, mask, axis, start, step, propagate, refinement, stopping,
+                                             reference, count)
+                    plan.update({index: [box] for index, box in added.items()})  # the boxes each slice was shown
+            result.slices = sorted(plan)
+
+        def probability(label: int, index: int) -> np.ndarray:
+            """The target's foreground probability on the slice, from the boxes and crop its mask was made with."""
+            boxes = plans[label][index]
+            if refinement is None:
+                return self.slice_probabilities(index, boxes, axis)
+            window = windows[label][index] if index in windows[label] else zoom_window(boxes, shape, refinement)
+            return refined_probability(self, index, boxes, axis, window, refinement)
+
+        give_contested_voxels({label: result.mask for label, result in results.items()}, axis, probability)
         return results
 
     def segment_slices(self, plan: SliceBoxes, axis: int = 2, refinement: Optional[Refinement] = None,
                        decoded: Optional[Callable[[int], None]] = None,
                        windows: Optional[Dict[int, Optional[CropWindow]]] = None) -> np.ndarray:
         """The ``[k, j, i]`` mask of one target from its boxes per slice: the published steps, or with ``refinement``
-        the refined mode's (``windows``: crops shared with other targets, see ``refinement.zoom_windows``)."""
+        the refined mode's (``windows``: its crops per slice, see ``refinement.zoom_windows``)."""
         if refinement is not None:
             return refine_target(self, plan, axis, refinement, decoded, windows)
         futures = self.prefetch(sorted(plan), axis)
