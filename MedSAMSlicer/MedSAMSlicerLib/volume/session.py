@@ -113,9 +113,9 @@ class SegmentationSession:
         says the target ended there, at most ``propagate`` slices (see ``propagation``).
 
         Without ``refinement`` these are exactly the published steps; with it, the refined mode's (see ``refinement``),
-        on the propagated slices too. Voxels that several targets' masks claim go to the likeliest target
-        (``contested_voxels``). ``progress(done, total)`` follows every decode; each propagated slice adds one
-        to the total.
+        on the propagated slices too. Voxels that several targets' masks claim go to the inner target where one's
+        box lies inside another's, else to the likeliest (``contested_voxels``). ``progress(done, total)`` follows
+        every decode; each propagated slice adds one to the total.
         """
         axis = prompts.axis
         shape = plane_shape(self.shape, axis)
@@ -143,7 +143,8 @@ class SegmentationSession:
             window = windows[label][index] if index in windows[label] else zoom_window(boxes, shape, refinement)
             return refined_probability(self, index, boxes, axis, window, refinement)
 
-        give_contested_voxels({label: result.mask for label, result in results.items()}, axis, probability)
+        give_contested_voxels({label: result.mask for label, result in results.items()}, axis, probability,
+                              lambda label, index: plans[label][index])
         return results
 
     def segment_slices(self, plan: SliceBoxes, axis: int = 2, refinement: Optional[Refinement] = None,
