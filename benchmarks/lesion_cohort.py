@@ -32,7 +32,6 @@ import argparse
 import csv
 import json
 import plistlib
-import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
+from debian_package import extract_debian_package
 from real_cohort import fetch_maps
 
 CT_PACKAGE = "invesalius-examples"
@@ -75,13 +75,7 @@ class Scan:
 def fetch_ct(folder: Path) -> tuple:
     """The InVesalius example head CT as an int16 ``[k, j, i]`` array (rows flipped so the face is at the top, as
     in DICOM: InVesalius keeps VTK's bottom-up rows) and its spacing (x, y, z) in mm."""
-    download = ["apt-get", "download", CT_PACKAGE]
-    if subprocess.run(download, cwd=folder, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(download, cwd=folder, check=True, capture_output=True)
-    package = next(folder.glob(f"{CT_PACKAGE}_*.deb"))
-    subprocess.run(["dpkg-deb", "-x", str(package), str(folder / "x")], check=True)
-    with tarfile.open(folder / "x" / CT_MEMBER) as project:  # an .inv3 project is a gzipped tar
+    with tarfile.open(extract_debian_package(CT_PACKAGE, folder) / CT_MEMBER) as project:  # an .inv3 project is a gzipped tar
         members = {Path(m.name).name: m for m in project.getmembers()}
         header = plistlib.load(project.extractfile(members["main.plist"]))
         matrix = header["matrix"]

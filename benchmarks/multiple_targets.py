@@ -3,12 +3,12 @@
     python benchmarks/multiple_targets.py COHORT_DIR [COHORT_DIR ...] [--engine-dir DIR] [--every 5]
                                           [--mode published --mode refined] [-o table.md]
 
-COHORT_DIRs hold images/, labels/ and labels.json as ``real_cohort.py`` and ``lesion_cohort.py``
-write them. For every case, RECIST markers are simulated from each label's truth every ``--every``
-slices (the sparse protocol, as ``evaluate --protocol recist-sparse`` draws them); each target is
-then segmented alone, and all of the case's targets together in one prompt set, as a user's file
-holds them, in each mode, and scored from the label image as it is written (where masks overlap,
-the higher label's). Printed (and written with ``-o``): per target its 3D DSC and NSD (2 mm)
+COHORT_DIRs hold images/, labels/ and labels.json as ``real_cohort.py``, ``lesion_cohort.py`` and
+``deep_brain_cohort.py`` write them. For every case, RECIST markers are simulated from each label's
+truth every ``--every`` slices (the sparse protocol, as ``evaluate --protocol recist-sparse`` draws
+them); each target is then segmented alone, and all of the case's targets together in one prompt
+set, as a user's file holds them, in each mode, and scored from the label image as it is written
+(were masks to overlap, the higher label's). Printed (and written with ``-o``): per target its 3D DSC and NSD (2 mm)
 alone and in the file, then each cohort's mean. A target in a file must score as it does alone.
 ``--engine-dir`` runs another checkout's engine (``git worktree add /tmp/before REV`` then
 ``--engine-dir /tmp/before/MedSAMSlicer``), so that before and after are measured the same way.
