@@ -64,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                               "published MedSAM steps); see the README")
     segment.add_argument("--precision", default="auto", choices=PRECISIONS,
                          help="the image encoder's arithmetic on the CPU: fp32, int8 (OpenVINO + NNCF; faster, masks "
-                              "change slightly, never with --mode published), or auto (default: int8 only for weights "
-                              "whose accuracy gate passed, else fp32)")
+                              "change slightly, never with --mode published), or auto (default: int8 for weights whose "
+                              "accuracy gate passed, on a CPU with VNNI or AMX, in the refined mode; else fp32)")
     segment.add_argument("--cache-dir", help="keep image embeddings here, to reuse across runs")
     segment.add_argument("--quiet", action="store_true", help="no progress bar")
 

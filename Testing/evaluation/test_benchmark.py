@@ -40,8 +40,10 @@ def test_benchmark_compares_the_paths_on_the_same_slices_and_writes_its_report(t
     # whole processes, as a user runs them: each one's result is read back and scored
     assert result.startup_seconds > 0 and result.naive_volume_seconds == pytest.approx(
         result.reference_seconds_per_slice * 40)
-    expected = ["published fp32", "refined fp32"] + (["refined int8"] if result.int8_mean_mask_iou > 0 else [])
-    assert list(result.processes) == expected
+    int8_here = result.int8_mean_mask_iou > 0
+    default = "default: refined " + ("int8" if int8_here and quantization.int8_pays_here() else "fp32")
+    assert list(result.processes) == ["published fp32", "refined fp32"] + (["refined int8"] if int8_here else []) + [
+        default]  # the last: segment with neither --mode nor --precision, as a user runs it
     published = result.processes["published fp32"]
     assert published.dice == pytest.approx(result.volume_dice, abs=1e-6)  # the same steps as the in-process run
     assert all(run.dice > 0.95 and run.seconds > 0 and run.peak_resident_mib > 100 for run in result.processes.values())

@@ -16,13 +16,27 @@ from MedSAMSlicerLib.volume.refinement import REFINED
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
 
-def test_auto_is_fp32_unless_the_weights_passed_the_gate_and_never_in_the_published_mode(monkeypatch):
-    assert choose_precision("auto", LITE_MEDSAM_SHA256, "refined", "openvino") == "fp32"  # the gate failed (README)
-    monkeypatch.setattr(quantization, "INT8_GATE_PASSED", frozenset({LITE_MEDSAM_SHA256}))
+def test_auto_is_int8_only_for_gated_weights_in_the_refined_mode_on_a_cpu_with_int8_instructions(monkeypatch):
+    assert LITE_MEDSAM_SHA256 in quantization.INT8_GATE_PASSED  # the embedded weights passed (docs/int8_gate.md)
+    monkeypatch.setattr(quantization, "int8_pays_here", lambda: True)
     assert choose_precision("auto", LITE_MEDSAM_SHA256, "refined", "openvino") == "int8"
     assert choose_precision("auto", LITE_MEDSAM_SHA256, "published", "openvino") == "fp32"
     assert choose_precision("auto", "another checkpoint", "refined", "openvino") == "fp32"
     assert choose_precision("fp32", LITE_MEDSAM_SHA256, "refined", "openvino") == "fp32"
+    assert choose_precision("auto", LITE_MEDSAM_SHA256, "refined", "onnxruntime") == "fp32"  # quietly: not asked for
+    monkeypatch.setattr(quantization, "int8_pays_here", lambda: False)  # AVX2 only: int8 emulated, no faster
+    assert choose_precision("auto", LITE_MEDSAM_SHA256, "refined", "openvino") == "fp32"
+    assert choose_precision("int8", LITE_MEDSAM_SHA256, "refined", "openvino") == "int8"  # asked for: given
+
+
+def test_the_int8_instructions_are_named_as_numpy_and_linux_name_them():
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:
+        from numpy.core._multiarray_umath import __cpu_features__
+    assert "AVX512VNNI" in __cpu_features__ and "AVX512VNNI" in quantization.INT8_CPU_FEATURES
+    assert {"avx512_vnni", "avx_vnni", "amx_int8"} <= set(quantization.INT8_CPU_FEATURES)  # /proc/cpuinfo's flags
+    assert isinstance(quantization.int8_pays_here(), bool)
 
 
 def test_int8_with_the_published_mode_or_an_unknown_precision_is_refused():

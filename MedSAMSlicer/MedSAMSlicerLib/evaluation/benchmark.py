@@ -28,12 +28,13 @@ import torch
 
 from ..files.sample_data import Phantom, make_phantom, recist_prompts
 from ..models.model_registry import build_network, load_model, model_spec
-from ..models.quantization import int8_unavailable
+from ..models.quantization import choose_precision, int8_unavailable
 from ..models.slice_model import SliceModel
 from ..prompts.geometry import occupied_slices
 from ..prompts.prompt_simulation import bounding_box
 from ..volume.embedding_cache import EmbeddingCache
 from ..volume.intensity import IntensitySettings
+from ..volume.refinement import DEFAULT_MODE
 from ..volume.session import SegmentationSession
 from .metrics import dice, iou
 from .process_benchmark import ProcessRun, recist_volume_run, startup_seconds
@@ -80,7 +81,7 @@ class ModelBenchmark:
     # whole processes (process_benchmark), exports cached
     startup_seconds: float = float("nan")
     naive_volume_seconds: float = float("nan")  # the naive pipeline's seconds per slice times the target's slices
-    processes: Dict[str, ProcessRun] = field(default_factory=dict)  # "published fp32", "refined fp32", "refined int8"
+    processes: Dict[str, ProcessRun] = field(default_factory=dict)  # "published fp32", ..., "default: refined int8"
 
 
 @dataclass
@@ -192,8 +193,9 @@ def benchmark_model(model_id: str, checkpoint: Optional[str], device: str, runti
         _recist_volume(model, phantom, result, log)
         if processes:
             options = ["--model", model_id, "--device", str(model.device), "--runtime", model.runtime]
+            default = f"default: {DEFAULT_MODE} {choose_precision('auto', model.fingerprint, DEFAULT_MODE, model.runtime)}"
             _whole_processes(Path(folder), phantom, options + (["--checkpoint", str(checkpoint)] if checkpoint else []),
-                             int8 is not None, result, log)
+                             int8 is not None, default, result, log)
     return result
 
 
@@ -296,17 +298,19 @@ def _recist_volume(model: SliceModel, phantom: Phantom, result: ModelBenchmark, 
         f"CT in {result.volume_seconds:.1f} s (Dice {result.volume_dice:.3f} against the phantom's lesion)")
 
 
-def _whole_processes(folder: Path, phantom: Phantom, options: List[str], int8: bool, result: ModelBenchmark,
-                     log: Log) -> None:
-    """Start-up, and the RECIST volume as whole ``segment`` processes, against the naive pipeline's time."""
+def _whole_processes(folder: Path, phantom: Phantom, options: List[str], int8: bool, default: str,
+                     result: ModelBenchmark, log: Log) -> None:
+    """Start-up, and the RECIST volume as whole ``segment`` processes, against the naive pipeline's time: in each mode
+    and precision, then with neither option given (``default`` names what that runs)."""
     result.startup_seconds = startup_seconds(folder, phantom, options)
     log(f"  start-up to the first slice (a whole process, exports cached): {result.startup_seconds:.2f} s")
     result.naive_volume_seconds = result.reference_seconds_per_slice * result.volume_target_slices
-    runs = [("published", "fp32"), ("refined", "fp32")] + ([("refined", "int8")] if int8 else [])
-    for mode, precision in runs:
-        run = recist_volume_run(folder, phantom, options + ["--mode", mode, "--precision", precision])
-        result.processes[f"{mode} {precision}"] = run
-        log(f"  RECIST to volume, whole process, {mode} {precision}: {run.seconds:.1f} s "
+    runs = {f"{mode} {precision}": ["--mode", mode, "--precision", precision]
+            for mode, precision in [("published", "fp32"), ("refined", "fp32")] + ([("refined", "int8")] if int8 else [])}
+    for name, chosen in {**runs, default: []}.items():
+        run = recist_volume_run(folder, phantom, options + chosen)
+        result.processes[name] = run
+        log(f"  RECIST to volume, whole process, {name}: {run.seconds:.1f} s "
             f"({result.naive_volume_seconds / run.seconds:.2f}x the naive pipeline's "
             f"{result.naive_volume_seconds:.1f} s), "
             f"Dice {run.dice:.3f}, peak resident {run.peak_resident_mib:.0f} MiB")

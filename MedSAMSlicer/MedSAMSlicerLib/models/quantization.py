@@ -8,10 +8,10 @@ the fp32 export, keyed by the weights and the calibration set.
 
 int8 changes the masks a little, so it is never used silently: ``--precision int8`` asks for it,
 and ``auto`` uses it only for weights whose accuracy gate passed (``INT8_GATE_PASSED``: measured
-by ``benchmarks/int8_gate.py`` on the real cohorts, mean 3D Dice change at most 0.005 and 5th
-percentile of the slices' mask IoU against fp32 at least 0.95) and never in the published mode,
-which stays the published fp32 steps. Without OpenVINO and NNCF, int8 falls back to fp32 with one
-line saying why.
+by ``benchmarks/int8_gate.py`` against the truth on every real cohort, per target: mean 3D Dice
+change at least -0.005, no target below -0.03), on CPUs with int8 dot-product instructions (where
+it was measured faster: ``int8_pays_here``), and never in the published mode, which stays the
+published fp32 steps. Without OpenVINO and NNCF, int8 falls back to fp32 with one line saying why.
 """
 
 import contextlib
@@ -29,10 +29,11 @@ PRECISIONS = ("auto", "fp32", "int8")
 CALIBRATION_FILE = Path(__file__).parents[1] / "data" / "calibration_slices.npz"
 #: kept in float: int8 convolutions doubled the embeddings' error (0.10 -> 0.20 relative) for 0.03 s of 0.24 per slice
 FLOAT_OPERATIONS = ("Convolution", "GroupConvolution")
-#: weights (SHA-256) whose int8 encoder passed the accuracy gate. None yet: the embedded LiteMedSAM's int8 encoder
-#: changes the mean 3D Dice by -0.003 but its 5th-percentile slice IoU against fp32 is 0.78; keeping more of it in
-#: float reached 0.947 at best, for 1.18x instead of 1.6x (README, "int8 encoder")
-INT8_GATE_PASSED: frozenset = frozenset()
+#: weights (SHA-256) whose int8 encoder passed the accuracy gate: the embedded LiteMedSAM (docs/int8_gate.md)
+INT8_GATE_PASSED: frozenset = frozenset({"79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"})
+#: CPU features with int8 dot-product instructions (numpy's names, then Linux's): on AVX-512 VNNI the int8 encoder
+#: measured 1.55x fp32; on AVX2 alone OpenVINO emulates int8 and it gave nothing (docs/int8_gate.md)
+INT8_CPU_FEATURES = ("AVX512VNNI", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def int8_unavailable() -> Optional[str]:
@@ -41,6 +42,20 @@ def int8_unavailable() -> Optional[str]:
     if missing:
         return f"int8 needs {' and '.join(missing)} (pip install medsam-slicer[fast])"
     return None
+
+
+def int8_pays_here() -> bool:
+    """Whether this CPU has int8 dot-product instructions (VNNI or AMX), from numpy's CPU detection (every
+    system) or Linux's CPU flags."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy 1.x, as some Slicer releases bundle
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    found = {name for name, present in features.items() if present}
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            found.update(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []))
+    return any(feature in found for feature in INT8_CPU_FEATURES)
 
 
 def check_precision(choice: str, mode: str) -> None:
@@ -57,7 +72,8 @@ def check_precision(choice: str, mode: str) -> None:
 def choose_precision(choice: str, fingerprint: str, mode: str, runtime: Optional[str]) -> str:
     """``fp32`` or ``int8`` for a ``--precision`` choice, the weights' SHA-256, the pipeline mode and the runtime."""
     check_precision(choice, mode)
-    if choice == "fp32" or (choice == "auto" and (mode == "published" or fingerprint not in INT8_GATE_PASSED)):
+    if choice == "fp32" or (choice == "auto" and (mode == "published" or fingerprint not in INT8_GATE_PASSED
+                                                  or not int8_pays_here())):
         return "fp32"
     reason = int8_unavailable() or (None if runtime == "openvino" else "int8 runs under OpenVINO only")
     if reason is not None:
