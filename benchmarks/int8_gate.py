@@ -14,7 +14,6 @@ target below -0.03.
 ``quantization.INT8_GATE_PASSED`` lists the weights that passed.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMSlicer"))
 
-from cohort_cases import cohort_cases  # noqa: E402
+from cohort_cases import cohort_cases, cohort_parser  # noqa: E402
 
 from MedSAMSlicerLib.evaluation.metrics import dice, iou  # noqa: E402
 from MedSAMSlicerLib.models.model_registry import load_model  # noqa: E402
@@ -113,11 +112,7 @@ def table(rows) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("cohorts", nargs="+", type=Path)
-    parser.add_argument("--every", type=int, default=5)
-    parser.add_argument("-o", "--output", type=Path)
-    args = parser.parse_args()
+    args = cohort_parser(__doc__).parse_args()
     rows = measure(args.cohorts, args.every)
     passed, lines = verdict(rows)
     text = table(rows) + "\n\n" + "\n".join(lines)

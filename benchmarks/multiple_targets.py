@@ -14,19 +14,17 @@ alone and in the file, then each cohort's mean. A target in a file must score as
 ``--engine-dir /tmp/before/MedSAMSlicer``), so that before and after are measured the same way.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
+from cohort_cases import cohort_parser
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cohorts", nargs="+", type=Path)
+    parser = cohort_parser(__doc__)
     parser.add_argument("--engine-dir", type=Path, default=Path(__file__).resolve().parents[1] / "MedSAMSlicer")
-    parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--mode", action="append", choices=("published", "refined"))
     parser.add_argument("--window", default="auto")
-    parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(args.engine_dir.resolve()))
     rows = measure(args.cohorts, args.mode or ["published", "refined"], args.window, args.every)

@@ -11,7 +11,6 @@ markers simulated every ``--every`` slices, in both modes; printed: per target t
 the interpolated boxes and with the neighbours' boxes, then each cohort's mean.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMSlicer"))
 
-from cohort_cases import cohort_cases  # noqa: E402
+from cohort_cases import cohort_cases, cohort_parser  # noqa: E402
 
 from MedSAMSlicerLib.evaluation.metrics import dice  # noqa: E402
 from MedSAMSlicerLib.models.model_registry import load_model  # noqa: E402
@@ -72,11 +71,7 @@ def segment_from_neighbours(session, key_boxes, refinement) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("cohorts", nargs="+", type=Path)
-    parser.add_argument("--every", type=int, default=5)
-    parser.add_argument("-o", "--output", type=Path)
-    args = parser.parse_args()
+    args = cohort_parser(__doc__).parse_args()
     model = load_model("lite-medsam", None, "cpu", "auto")
     lines = ["| cohort | case | target | " + " | ".join(f"{mode}: interpolated | {mode}: from the neighbour"
                                                        for mode in MODES) + " |", "|" + " --- |" * (3 + 2 * len(MODES))]
