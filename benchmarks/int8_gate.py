@@ -55,9 +55,8 @@ def measure(cohorts, every: int):
             for label in prompts.labels:
                 truth = labels.array == label
                 fp32, int8 = masks["refined fp32"][label], masks["refined int8"][label]
-                ious = [iou(take_slice(fp32.mask, 2, index), take_slice(int8.mask, 2, index))
-                        for index in fp32.slices
-                        if take_slice(fp32.mask, 2, index).any() or take_slice(int8.mask, 2, index).any()]
+                pairs = [(take_slice(fp32.mask, 2, index), take_slice(int8.mask, 2, index)) for index in fp32.slices]
+                ious = [iou(a, b) for a, b in pairs if a.any() or b.any()]
                 row = {"cohort": cohort.name, "case": case, "target": names.get(str(label), f"label {label}"),
                        "dsc": {run: dice(truth, masks[run][label].mask) for run in RUNS},
                        "ml": {run: float(masks[run][label].mask.sum()) * millilitres for run in RUNS}, "ious": ious}

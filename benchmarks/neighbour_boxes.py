@@ -58,11 +58,10 @@ def segment_from_neighbours(session, key_boxes, refinement) -> np.ndarray:
         lower, upper = low + 1, high - 1
         while lower <= upper:  # from both ends towards the middle
             for index, neighbour in ((lower, lower - 1), (upper, upper + 1)):
-                if index in masks or len(plan[index]) != 1:
-                    masks.setdefault(index, slice_mask(session, index, plan[index], refinement))
+                if index in masks:  # the two walks met on this slice
                     continue
-                box = neighbour_box(masks[neighbour], plan[index][0])
-                masks[index] = slice_mask(session, index, [box], refinement)
+                boxes = [neighbour_box(masks[neighbour], plan[index][0])] if len(plan[index]) == 1 else plan[index]
+                masks[index] = slice_mask(session, index, boxes, refinement)
             lower, upper = lower + 1, upper - 1
     result = np.zeros(session.shape, dtype=bool)
     for index, mask in masks.items():
