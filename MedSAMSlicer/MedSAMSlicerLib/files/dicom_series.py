@@ -36,14 +36,15 @@ class DicomSlice:
     modality: Optional[str]
 
 
-def read_dicom_series(folder: Path) -> Tuple[sitk.Image, Optional[str]]:
-    """The volume of the one DICOM series in ``folder`` and its modality; raises ``ImageError`` naming the problem."""
+def read_dicom_series(folder: Path) -> Tuple[sitk.Image, Optional[str], Tuple[Path, ...]]:
+    """The volume of the one DICOM series in ``folder``, its modality and its files in slice order (the file of
+    slice ``k`` is the ``k``-th); raises ``ImageError`` naming the problem."""
     ordered = _in_order(_series_slices(folder), folder)
     try:
         image = read_itk_series([piece.path for piece in ordered])
     except RuntimeError as error:
         raise ImageError(f"cannot read the DICOM series in {folder}: {itk_failure(error)}") from None
-    return image, ordered[0].modality
+    return image, ordered[0].modality, tuple(piece.path for piece in ordered)
 
 
 def _series_slices(folder: Path) -> List[DicomSlice]:
@@ -76,11 +77,20 @@ def _header(path: Path) -> Optional[DicomSlice]:
 def _is_dicom_image(path: Path) -> bool:
     """Whether ``path`` carries the DICOM mark and a pixel data element (so is an image, not a report or a DICOMDIR)."""
     try:
-        content = path.read_bytes()
+        return has_dicom_mark(path) and PIXEL_DATA_TAG in path.read_bytes()
     except OSError:
         return False
+
+
+def has_dicom_mark(path: Path) -> bool:
+    """Whether ``path`` starts as a DICOM file does ("DICM" after a 128-byte preamble); False if it cannot be read."""
     offset, mark = DICOM_MARK
-    return content[offset:offset + len(mark)] == mark and PIXEL_DATA_TAG in content
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(offset)
+            return stream.read(len(mark)) == mark
+    except OSError:
+        return False
 
 
 def _numbers(text: str, count: int) -> Optional[np.ndarray]:

@@ -34,6 +34,7 @@ class LoadedImage:
     array: np.ndarray  # [k, j, i]
     geometry: ImageGeometry
     modality: Optional[str] = None  # DICOM modality (CT, MR, ...) when known
+    dicom_files: Tuple[Path, ...] = ()  # a DICOM series' files, that of slice k the k-th
 
 
 def geometry_of(image: sitk.Image) -> ImageGeometry:
@@ -46,8 +47,9 @@ def read_image(path: PathLike) -> LoadedImage:
     series (``dicom_series``). Refused, naming the file: a missing, unreadable, incomplete, 4D, colour or complex
     image, an absurd geometry, and one without a single finite voxel."""
     path = Path(path)
+    dicom_files: Tuple[Path, ...] = ()
     if path.is_dir():
-        image, modality = read_dicom_series(path)
+        image, modality, dicom_files = read_dicom_series(path)
     else:
         check_input_files(path)
         check_nifti_length(path)
@@ -60,7 +62,7 @@ def read_image(path: PathLike) -> LoadedImage:
     array = sitk.GetArrayFromImage(image)
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).any():
         raise ImageError(f"image {path} holds no finite voxel (all NaN or infinite)")
-    return LoadedImage(array, geometry_of(image), modality)
+    return LoadedImage(array, geometry_of(image), modality, dicom_files)
 
 
 def _scalar_volume(image: sitk.Image, path: Path) -> sitk.Image:
@@ -98,23 +100,34 @@ def is_seg_nrrd(path: PathLike) -> bool:
     return str(path).lower().endswith(".seg.nrrd")
 
 
-def check_output_path(path: PathLike, inputs: Iterable[PathLike] = (), labels: Iterable[int] = ()) -> Path:
+def is_dicom_output(path: PathLike) -> bool:
+    """Whether ``path`` names a DICOM file (a SEG or SR, written by ``dicom``)."""
+    return str(path).lower().endswith(".dcm")
+
+
+def check_output_path(path: PathLike, inputs: Iterable[PathLike] = (), labels: Iterable[int] = (),
+                      dicom_series: bool = False, what: str = "output") -> Path:
     """Refuse, before any work, an output no writer handles, one that would replace an input, or one not writable.
 
-    ``labels`` are the label numbers to be written: a label image must be able to hold them.
+    ``labels`` are the label numbers to be written: a label image must be able to hold them. A DICOM file
+    (``.dcm``) is written only where the image is a DICOM series (``dicom_series``).
     """
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"output {path} is a folder; give a file name")
+        raise OutputError(f"{what} {path} is a folder; give a file name")
     if str(path).lower().endswith((".mhd", ".nhdr")):
-        raise OutputError(f"output {path}: header + data file formats (.mhd, .nhdr) cannot be written safely; "
+        raise OutputError(f"{what} {path}: header + data file formats (.mhd, .nhdr) cannot be written safely; "
                           "use .mha or .nrrd (one file, same content)")
-    if not (is_seg_nrrd(path) or str(path).lower().endswith(LABEL_IMAGE_SUFFIXES)):
-        raise OutputError(f"output {path} must end in .seg.nrrd or one of {', '.join(LABEL_IMAGE_SUFFIXES)}")
+    if is_dicom_output(path) and not dicom_series:
+        raise OutputError(f"{what} {path}: a DICOM SEG or SR refers to the images of a DICOM series, and the image "
+                          "is not one; write .seg.nrrd or a label image")
+    if not (is_seg_nrrd(path) or is_dicom_output(path) or str(path).lower().endswith(LABEL_IMAGE_SUFFIXES)):
+        raise OutputError(f"{what} {path} must end in .seg.nrrd, .dcm (DICOM SEG) or one of "
+                          f"{', '.join(LABEL_IMAGE_SUFFIXES)}")
     check_not_an_input(path, inputs)
-    if not is_seg_nrrd(path):
+    if not (is_seg_nrrd(path) or is_dicom_output(path)):
         label_image_type(path, max(labels, default=0))
-    check_writable_folder(path.parent, f"output {path}: folder")
+    check_writable_folder(path.parent, f"{what} {path}: folder")
     return path
 
 
