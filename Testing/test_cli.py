@@ -23,8 +23,8 @@ ENGINE_DIR = Path(__file__).resolve().parents[1] / "MedSAMSlicer"
 
 def run_cli(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ENGINE_DIR), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "MedSAMSlicerLib", *map(str, args)], capture_output=True, text=True, encoding="utf-8",
-                          env=env, cwd=cwd, timeout=600)
+    return subprocess.run([sys.executable, "-m", "MedSAMSlicerLib", *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", env=env, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,8 @@ def test_label_image_output_and_markups_prompts_give_the_same_masks(case):
     root, phantom, cache = case
     for prompts, output in ((root / "prompts.json", root / "from_json.nii.gz"),
                             (root / "lesion.mrk.json", root / "from_markups.nrrd")):
-        result = run_cli("segment", root / "ct.nii.gz", "--prompts", prompts, "-o", output, "--cache-dir", cache, "--quiet")
+        result = run_cli("segment", root / "ct.nii.gz", "--prompts", prompts, "-o", output, "--cache-dir", cache,
+                         "--quiet")
         assert result.returncode == 0, result.stderr
     source = sitk.ReadImage(str(root / "ct.nii.gz"))
     masks = []
@@ -127,7 +128,8 @@ def write_text(path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (lambda r: ["segment", r / "missing.nii.gz", "--prompts", r / "prompts.json"], "image .*missing.nii.gz does not exist"),
+    (lambda r: ["segment", r / "missing.nii.gz", "--prompts", r / "prompts.json"],
+     "image .*missing.nii.gz does not exist"),
     (lambda r: ["segment", write_text(r / "garbage.nrrd", "not an image"), "--prompts", r / "prompts.json"],
      "cannot read image .*garbage.nrrd"),
     (lambda r: ["segment", r / "ct.nii.gz", "--prompts", write_text(r / "bad.json", "{\"prompts\": [")],
@@ -139,7 +141,8 @@ def write_text(path: Path, text: str) -> Path:
      "medsam-vit-b needs a checkpoint file \\(medsam_vit_b.pth"),
     (lambda r: ["segment", r / "ct.nii.gz", "--prompts", r / "prompts.json", "--model", "medsam-vit-b",
                 "--checkpoint", r / "nope.pth"], "checkpoint .*nope.pth does not exist"),
-    (lambda r: ["segment", r / "ct.nii.gz", "--prompts", r / "prompts.json", "--window", "wide"], "window 'wide' is not"),
+    (lambda r: ["segment", r / "ct.nii.gz", "--prompts", r / "prompts.json", "--window", "wide"],
+     "window 'wide' is not"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_output(case, arguments, message):
     root, _, _ = case

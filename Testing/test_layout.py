@@ -97,7 +97,8 @@ def test_the_layering_check_sees_an_upward_import(tmp_path):
 
 
 def test_extension_cmake_lists_every_engine_file():
-    listed = set(re.findall(r"MedSAMSlicerLib/[\w/]+\.py", (ROOT / "MedSAMSlicer" / "CMakeLists.txt").read_text(encoding="utf-8")))
+    listed = set(re.findall(r"MedSAMSlicerLib/[\w/]+\.py",
+                            (ROOT / "MedSAMSlicer" / "CMakeLists.txt").read_text(encoding="utf-8")))
     present = {f"MedSAMSlicerLib/{path.relative_to(ENGINE).as_posix()}" for path in ENGINE.rglob("*.py")}
     assert listed == present
 
@@ -133,6 +134,14 @@ def test_extension_top_level_files_exist():
     description = (ROOT / "MedSAMSlicer.s4ext").read_text(encoding="utf-8")
     assert re.search(r"^category Segmentation$", description, re.M)
     assert "add_subdirectory(MedSAMSlicer)" in (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+
+
+def test_the_extension_description_links_only_files_of_this_repository():
+    """The icon and screenshot addresses the extension index shows point at files the repository holds."""
+    for name in ("MedSAMSlicer.s4ext", "CMakeLists.txt"):
+        for path in re.findall(r"raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/main/([^\s\"]+)",
+                               (ROOT / name).read_text(encoding="utf-8")):
+            assert (ROOT / path).is_file(), f"{name} links {path}, which is not in the repository"
 
 
 def test_module_parts_import_without_torch():

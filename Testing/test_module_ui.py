@@ -106,7 +106,8 @@ def test_every_custom_widget_is_declared_with_a_header(ui, widgets):
 def test_every_mrml_widget_gets_the_scene(ui, widgets):
     root_name = ui.find("widget").get("name")
     connected = {c.findtext("receiver") for c in ui.iter("connection")
-                 if (c.findtext("sender"), c.findtext("signal"), c.findtext("slot")) == (root_name, SCENE_SIGNAL, SCENE_SLOT)}
+                 if (c.findtext("sender"), c.findtext("signal"), c.findtext("slot"))
+                 == (root_name, SCENE_SIGNAL, SCENE_SLOT)}
     mrml = {name for name, cls in widgets.items() if cls.startswith("qMRML") and name != root_name}
     assert mrml >= {"inputVolumeSelector", "segmentSelector", "segmentEditorWidget"}
     assert not mrml - connected, "qMRML widgets without a mrmlSceneChanged -> setMRMLScene connection"
@@ -157,7 +158,8 @@ def test_key_properties(ui):
     assert float(_property(by_name["windowWidthSpinBox"], "maximum")) == 10000
     assert float(_property(by_name["windowLevelSpinBox"], "minimum")) == -5000
     assert float(_property(by_name["windowLevelSpinBox"], "maximum")) == 5000
-    assert (_property(by_name["propagateSpinBox"], "maximum"), _property(by_name["propagateSpinBox"], "value")) == ("100", "0")
+    assert (_property(by_name["propagateSpinBox"], "maximum"),
+            _property(by_name["propagateSpinBox"], "value")) == ("100", "0")
     headers = [c.findtext("property/string") for c in by_name["promptTable"].findall("column")]
     assert headers == ["Slice", "Type", "Size (mm)"]
     assert _property(by_name["exportCollapsibleButton"], "collapsed") == "true"
@@ -187,7 +189,8 @@ def test_the_main_path_comes_first_and_the_settings_wait_in_a_collapsed_section(
     assert {"placeRecistButton", "placeBoxButton"} <= shown["promptsCollapsibleButton"][1]
     assert {"segmentVolumeButton", "resultLabel", "statusLabel"} <= shown["segmentCollapsibleButton"][1]
     settings = {"modelComboBox", "checkpointPathLineEdit", "deviceComboBox", "intensityComboBox", "windowWidthSpinBox",
-                "windowLevelSpinBox", "modeComboBox", "precisionComboBox", "propagateSpinBox", "overwriteEditedCheckBox"}
+                "windowLevelSpinBox", "modeComboBox", "precisionComboBox", "propagateSpinBox",
+                "overwriteEditedCheckBox"}
     collapsed, inside = shown["advancedCollapsibleButton"]
     assert collapsed and settings <= inside
     before_prompts = set().union(*(inside for name, _, inside in sections[:1]))

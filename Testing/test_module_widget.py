@@ -82,7 +82,8 @@ def segment_array(widget, volume, target=None):
 
 def settled(user, widget, volume, index, axis=2):
     """Wait until the slice's embedding is cached (the background caching around the view did it)."""
-    user.waitUntil(lambda: widget.logic.isCached(volume, widget.settings(), (axis, index)), 120, "the slice's embedding")
+    user.waitUntil(lambda: widget.logic.isCached(volume, widget.settings(), (axis, index)), 120,
+                   "the slice's embedding")
 
 
 def expected_slice(widget, volume, axis, index):
@@ -126,7 +127,8 @@ def test_a_box_drawn_in_a_slice_view_is_flattened_to_its_slice(user):
     ci, cj, _ = phantom.centre
     ri, rj, _ = phantom.radii
     user.click("placeBoxButton")
-    roi = user.place("Red", [ras_of(volume, [ci - ri - 2, cj - rj - 2, 5]), ras_of(volume, [ci + ri + 2, cj + rj + 2, 5])])
+    roi = user.place("Red", [ras_of(volume, [ci - ri - 2, cj - rj - 2, 5]),
+                             ras_of(volume, [ci + ri + 2, cj + rj + 2, 5])])
     size = roi.GetSize()
     assert sorted(size)[0] == pytest.approx(SPACING[2])  # one slice thick, not as thick as it is wide
     [box] = widget.logic.promptSet(volume, [roi]).prompts
@@ -356,7 +358,8 @@ def test_nothing_proportional_to_the_volume_runs_on_the_main_thread_per_event(us
                         or real_check(*a, **k))
     for name in ("arrayFromVolume", "arrayFromSegmentBinaryLabelmap", "updateSegmentBinaryLabelmapFromArray"):
         real = getattr(slicer.util, name)
-        monkeypatch.setattr(slicer.util, name, lambda *a, real=real, name=name, **k: whole.append(name) or real(*a, **k))
+        monkeypatch.setattr(slicer.util, name,
+                            lambda *a, real=real, name=name, **k: whole.append(name) or real(*a, **k))
     for index in (3, 4, 5, 4):  # scrolling
         user.showSlice("Red", volume, 2, index)
         user.processEvents(0.15)

@@ -153,7 +153,8 @@ def test_masks_land_on_the_right_voxels_of_the_chosen_slices_only(logic):
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), array)  # the user's volume untouched
     assert logic.canUndo(segmentation)
     logic.undo(segmentation)  # one step back: the state after the first write
-    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, target, volume).astype(bool), first)
+    np.testing.assert_array_equal(
+        slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, target, volume).astype(bool), first)
 
 
 def segment_array(segmentation, segment, volume):
@@ -183,7 +184,8 @@ def test_hand_edits_survive_undo_redo_and_re_segmentation(logic):
     assert not after_undo[[2, 3, 5, 6, 7]].any()  # the rest is exactly as before MedSAM wrote
 
     assert logic.redo(segmentation) == "Redone on 5 slice(s)"
-    np.testing.assert_array_equal(segment_array(segmentation, target, volume), edited)  # exactly what MedSAM wrote, and the edit
+    # exactly what MedSAM wrote, and the edit
+    np.testing.assert_array_equal(segment_array(segmentation, target, volume), edited)
 
     resegmented = np.zeros(array.shape, bool)
     resegmented[1:9, 4:16, 5:22] = True  # Segment volume again, with moved prompts
@@ -279,7 +281,8 @@ def test_segment_from_a_prompt_dict_creates_the_segment(logic):
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     ci, cj, ck = phantom.centre
     ri, rj, _ = phantom.radii
-    document = {"prompts": [{"type": "box", "slice": int(ck), "box": [ci - ri - 3, cj - rj - 3, ci + ri + 3, cj + rj + 3]}]}
+    document = {"prompts": [{"type": "box", "slice": int(ck),
+                             "box": [ci - ri - 3, cj - rj - 3, ci + ri + 3, cj + rj + 3]}]}
     segment_id, stats = logic.segmentFromPrompts(volume, segmentation, "", document, device="cpu")
     assert segmentation.GetSegmentation().GetSegment(segment_id).GetName() == "MedSAM"
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume).astype(bool)
@@ -389,7 +392,8 @@ def test_slices_written_into_a_segment_sharing_a_layer_leave_every_other_segment
     stats = logic.segmentStatistics(volume, segmentation, target)
     from MedSAMSlicerLib.prompts.measurements import longest_diameter_in_volume_mm
     diameter, where_slice = longest_diameter_in_volume_mm(mask, logic.volumeGeometry(volume), 2)
-    assert (stats["longestDiameterMm"], stats["diameterSlice"], stats["slices"]) == (pytest.approx(diameter), where_slice, 5)
+    assert ((stats["longestDiameterMm"], stats["diameterSlice"], stats["slices"])
+            == (pytest.approx(diameter), where_slice, 5))
 
 
 def written_lesion(logic):

@@ -111,7 +111,8 @@ def main() -> None:
           + ", ".join(f"{names[a]} and {names[b]}" for a, b in pairs))
     if args.sample is not None:
         write_sample(args.output, args.sample)
-        print(f"wrote {args.sample}/t1.nii.gz and labels.nii.gz (slices {SAMPLE_SLICES.start}-{SAMPLE_SLICES.stop - 1}, "
+        print(f"wrote {args.sample}/t1.nii.gz and labels.nii.gz "
+              f"(slices {SAMPLE_SLICES.start}-{SAMPLE_SLICES.stop - 1}, "
               f"labels {SAMPLE_LABELS.start}-{SAMPLE_LABELS.stop - 1})")
 
 

@@ -69,7 +69,8 @@ def main() -> None:
     run(TOOLS / "medsam-slicer", "segment", out / "series", "--prompts", out / "measurements.dcm", "-o",
         out / "again.dcm", "--quiet")
     again = dcmqi_masks(out / "again.dcm", out / "dcmqi_again", series.geometry)[1]
-    print(f"round trip (the SR written, read back as prompts): {'the same' if np.array_equal(again, mask) else 'a different'} "
+    print("round trip (the SR written, read back as prompts): "
+          f"{'the same' if np.array_equal(again, mask) else 'a different'} "
           f"segmentation ({int((again != mask).sum())} voxels differ)")
 
 

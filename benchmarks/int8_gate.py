@@ -61,7 +61,8 @@ def measure(cohorts, every: int):
                        "dsc": {run: dice(truth, masks[run][label].mask) for run in RUNS},
                        "ml": {run: float(masks[run][label].mask.sum()) * millilitres for run in RUNS}, "ious": ious}
                 rows.append(row)
-                print(f"{case} {row['target']}: " + ", ".join(f"{run} {value:.4f}" for run, value in row["dsc"].items()),
+                print(f"{case} {row['target']}: "
+                      + ", ".join(f"{run} {value:.4f}" for run, value in row["dsc"].items()),
                       flush=True)
     return rows
 

@@ -75,7 +75,8 @@ class Scan:
 def fetch_ct(folder: Path) -> tuple:
     """The InVesalius example head CT as an int16 ``[k, j, i]`` array (rows flipped so the face is at the top, as
     in DICOM: InVesalius keeps VTK's bottom-up rows) and its spacing (x, y, z) in mm."""
-    with tarfile.open(extract_debian_package(CT_PACKAGE, folder) / CT_MEMBER) as project:  # an .inv3 project is a gzipped tar
+    # an .inv3 project is a gzipped tar
+    with tarfile.open(extract_debian_package(CT_PACKAGE, folder) / CT_MEMBER) as project:
         members = {Path(m.name).name: m for m in project.getmembers()}
         header = plistlib.load(project.extractfile(members["main.plist"]))
         matrix = header["matrix"]
@@ -292,7 +293,8 @@ def write_cohort(output: Path, seed: int) -> list:
 
 
 def write_sample(cohort: Path, output: Path) -> range:
-    """The test suite's real-image lesion sample: ``SAMPLE_LABEL`` of ``SAMPLE_CASE`` on its slices only, same geometry."""
+    """The test suite's real-image lesion sample: ``SAMPLE_LABEL`` of ``SAMPLE_CASE`` on its slices only, same
+    geometry."""
     import SimpleITK as sitk
 
     image = sitk.ReadImage(str(cohort / "images" / f"{SAMPLE_CASE}.nii.gz"))

@@ -100,7 +100,8 @@ def table(rows, modes) -> str:
         mine = [row for row in rows if row["cohort"] == cohort]
         for row in mine:
             lines.append(f"| {cohort} | {row['case']} | {row['target']} | {cells(row['scores'])} |")
-        mean = {key: tuple(np.mean([row["scores"][key][i] for row in mine]) for i in (0, 1)) for key in mine[0]["scores"]}
+        mean = {key: tuple(np.mean([row["scores"][key][i] for row in mine]) for i in (0, 1))
+                for key in mine[0]["scores"]}
         lines.append(f"| **{cohort}** | **mean** | {len(mine)} targets | {cells(mean)} |")
     return "\n".join(lines)
 

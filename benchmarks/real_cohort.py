@@ -24,7 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 NILEARN = "nilearn==0.14.1"
-MAPS = {kind: f"nilearn/datasets/data/mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz" for kind in ("t1", "gm", "wm")}
+MAPS = {kind: f"nilearn/datasets/data/mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"
+        for kind in ("t1", "gm", "wm")}
 LABELS = {1: "left lateral ventricle", 2: "right lateral ventricle"}
 #: the slices of the shipped sample (Testing/data/mni152): both ventricles' bodies, 8 consecutive axial slices
 SAMPLE_SLICES = slice(83, 91)
@@ -99,7 +100,8 @@ def main() -> None:
     print(f"wrote {args.output}/images, labels and labels.json ({', '.join(LABELS.values())})")
     if args.sample is not None:
         write_sample(args.output, args.sample)
-        print(f"wrote {args.sample}/t1.nii.gz and labels.nii.gz (slices {SAMPLE_SLICES.start}-{SAMPLE_SLICES.stop - 1})")
+        print(f"wrote {args.sample}/t1.nii.gz and labels.nii.gz "
+              f"(slices {SAMPLE_SLICES.start}-{SAMPLE_SLICES.stop - 1})")
 
 
 if __name__ == "__main__":

@@ -43,10 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     segment = commands.add_parser("segment", help="segment an image from a prompt file")
     segment.add_argument("image", help="image file SimpleITK reads (NIfTI, NRRD, MHA, ...) or a DICOM series folder")
     segment.add_argument("--prompts", required=True,
-                         help="prompt JSON (see README), a Slicer .mrk.json, or a DICOM SR of RECIST lengths (TID 1500) "
-                              "on the images of the DICOM series given as the image")
+                         help="prompt JSON (see README), a Slicer .mrk.json, or a DICOM SR of RECIST lengths "
+                              "(TID 1500) on the images of the DICOM series given as the image")
     segment.add_argument("-o", "--output", required=True,
-                         help=".seg.nrrd, a label image (.nii.gz, .nrrd, .mha), or .dcm: a DICOM SEG (DICOM series only)")
+                         help=".seg.nrrd, a label image (.nii.gz, .nrrd, .mha), or .dcm: a DICOM SEG "
+                              "(DICOM series only)")
     segment.add_argument("--sr", metavar="REPORT.dcm",
                          help="also write the measurements as a DICOM SR (TID 1500: volume, longest diameter, the "
                               "RECIST lines used) referring to the SEG's segments (needs -o .dcm)")
@@ -59,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--window", default="auto",
                          help=f"intensity: {', '.join(CT_PRESETS)}, W,L (e.g. 400,40), percentile, or auto (default: "
                               "soft-tissue for CT, percentile otherwise)")
-    segment.add_argument("--axis", type=int, choices=(0, 1, 2), help="slicing axis, IJK index (default: the prompt file's, else 2)")
+    segment.add_argument("--axis", type=int, choices=(0, 1, 2),
+                         help="slicing axis, IJK index (default: the prompt file's, else 2)")
     segment.add_argument("--propagate", type=int, default=0, metavar="N",
                          help="extend each target beyond its annotated range, slice by slice, until the measured "
                               "stopping rule finds it ended, at most N slices each way (default 0: off, as an "
@@ -81,19 +83,22 @@ def _parser() -> argparse.ArgumentParser:
 
     from .evaluation.prompt_protocols import PROTOCOLS
 
-    evaluate = commands.add_parser("evaluate", help="score models on labelled volumes under the published prompt protocols")
+    evaluate = commands.add_parser("evaluate",
+                                   help="score models on labelled volumes under the published prompt protocols")
     evaluate.add_argument("--images", required=True, help="folder of images")
     evaluate.add_argument("--labels", required=True, help="folder of label volumes, named as the images")
     evaluate.add_argument("--labels-map", help='JSON file naming the labels, e.g. {"1": "liver", "2": "tumour"}')
     evaluate.add_argument("--model", action="append", metavar="ID[=CHECKPOINT]",
                           help=f"model to score (repeat to compare; default {DEFAULT_MODEL})")
-    evaluate.add_argument("--protocol", action="append", choices=PROTOCOLS, help="prompt protocol (repeatable; default box-each)")
+    evaluate.add_argument("--protocol", action="append", choices=PROTOCOLS,
+                          help="prompt protocol (repeatable; default box-each)")
     evaluate.add_argument("--mode", action="append", choices=MODES,
                           help=f"pipeline mode to score (repeat to compare; default {DEFAULT_MODE})")
     evaluate.add_argument("--precision", default="auto", choices=PRECISIONS,
                           help="as for segment (auto and int8 need every --mode to be refined)")
     evaluate.add_argument("--every", type=int, default=5, help="recist-sparse: markers every K slices (default 5)")
-    evaluate.add_argument("--jitter", type=int, default=0, help="box protocols: move box sides by up to N px (default 0)")
+    evaluate.add_argument("--jitter", type=int, default=0,
+                          help="box protocols: move box sides by up to N px (default 0)")
     evaluate.add_argument("--clicks", type=int, default=5, help="iterative-points: clicks per slice (default 5)")
     evaluate.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     evaluate.add_argument("--corrections", type=int, default=0, metavar="N",
@@ -116,12 +121,16 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"default {DEFAULT_MODEL}")
     train.add_argument("--checkpoint", help="starting weights (required for medsam-vit-b)")
     train.add_argument("--train", default=defaults.train, choices=TRAIN_MODES,
-                       help="what is trained: the mask decoder (default; embeddings computed once) or the image encoder too")
+                       help="what is trained: the mask decoder (default; embeddings computed once) or the image "
+                            "encoder too")
     train.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"slices per batch (default {defaults.batch_size})")
-    train.add_argument("--accumulate", type=int, default=defaults.accumulate, help="batches per optimizer step (default 1)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help=f"slices per batch (default {defaults.batch_size})")
+    train.add_argument("--accumulate", type=int, default=defaults.accumulate,
+                       help="batches per optimizer step (default 1)")
     train.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate (default 1e-4)")
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay (default 0.01)")
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                       help="AdamW weight decay (default 0.01)")
     train.add_argument("--jitter", type=int, default=defaults.jitter, help="loosen box sides by 0..N px (default 20)")
     train.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
                        help="share of the cases held out to validate on (default 0.2; at least one case)")
@@ -216,8 +225,8 @@ def _segment(args) -> None:
     _say(*(f"label {target.label}: {target.slices} slices, {target.volume_ml:.2f} mL, "
            f"longest diameter {target.longest_diameter_mm:.1f} mm (slice {target.diameter_slice})"
            for target in result.targets),
-         f"wrote {output}{'' if report is None else f' and {report}'} ({args.model}, {args.mode} mode, {result.intensity}, "
-         f"{model.device}/{model.runtime}/{model.precision}, {result.seconds:.1f} s)")
+         f"wrote {output}{'' if report is None else f' and {report}'} ({args.model}, {args.mode} mode, "
+         f"{result.intensity}, {model.device}/{model.runtime}/{model.precision}, {result.seconds:.1f} s)")
 
 
 def _sample(args) -> None:

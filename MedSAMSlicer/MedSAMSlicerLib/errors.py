@@ -27,4 +27,5 @@ class SettingsError(MedSAMError):
 
 
 class OutputError(MedSAMError):
-    """An output cannot be written where asked (not writable, disk full, a file in the way) or would replace an input."""
+    """An output cannot be written where asked (not writable, disk full, a file in the way) or would replace an
+    input."""

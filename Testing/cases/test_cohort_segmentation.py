@@ -79,7 +79,8 @@ def test_cases_from_a_csv_resolve_relative_paths_and_are_checked(cohort, tmp_pat
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "lonely.nii.gz").write_bytes(b"")
     (tmp_path / "prompts").mkdir()
-    with pytest.raises(ImageError, match="image lonely.nii.gz has no prompt file lonely.json, lonely.mrk.json or lonely.dcm"):
+    with pytest.raises(ImageError,
+                       match="image lonely.nii.gz has no prompt file lonely.json, lonely.mrk.json or lonely.dcm"):
         cases_from_folders(tmp_path / "images", tmp_path / "prompts")
 
 

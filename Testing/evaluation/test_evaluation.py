@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from MedSAMSlicerLib.evaluation.volume_evaluation import evaluate_case, evaluate_target, fill_boxes, iterative_clicks, oracle_mask
+from MedSAMSlicerLib.evaluation.volume_evaluation import (evaluate_case, evaluate_target, fill_boxes, iterative_clicks,
+                                                          oracle_mask)
 from MedSAMSlicerLib.files.sample_data import make_phantom
 from MedSAMSlicerLib.prompts.prompt_simulation import PointPrompt, farthest_from_boundary
 from MedSAMSlicerLib.volume.intensity import IntensitySettings

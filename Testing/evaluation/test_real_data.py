@@ -103,7 +103,8 @@ def test_the_lesion_sample_is_a_dark_lesion_in_real_white_matter_on_every_slice(
 def test_the_cohort_script_labels_two_ventricles_and_not_the_midline():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("real_cohort", Path(__file__).parents[2] / "benchmarks" / "real_cohort.py")
+    spec = importlib.util.spec_from_file_location("real_cohort",
+                                                  Path(__file__).parents[2] / "benchmarks" / "real_cohort.py")
     real_cohort = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(real_cohort)
     k, j, i = np.ogrid[:40, :60, :80]

@@ -62,7 +62,8 @@ def test_medsam_vit_b_matches_published_inference(vit_b_checkpoint, small_phanto
 
 
 @pytest.mark.parametrize("source, target", [((256, 256), (512, 512)), ((192, 256), (90, 120)), ((187, 256), (333, 517)),
-                                            ((256, 256), (256, 256)), ((256, 256), (1500, 1200)), ((200, 256), (100, 128))])
+                                            ((256, 256), (256, 256)), ((256, 256), (1500, 1200)),
+                                            ((200, 256), (100, 128))])
 def test_resize_bilinear_is_pytorchs_bilinear_interpolation(source, target):
     """The engine's post-processing resizes logits with OpenCV (no PyTorch import); the published code with
     ``F.interpolate(mode="bilinear", align_corners=False)``: up, down, by non-integer factors, the same values."""

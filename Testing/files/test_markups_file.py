@@ -20,7 +20,8 @@ ANGLE = np.radians(30)
 FLIPPED = ImageGeometry(size=(64, 48, 20), spacing=(0.7, 0.8, 2.5), origin=(10.0, -20.0, 30.0),
                         direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
 OBLIQUE = ImageGeometry(size=(64, 48, 20), spacing=(0.7, 0.8, 2.5), origin=(10.0, -20.0, 30.0),
-                        direction=(np.cos(ANGLE), -np.sin(ANGLE), 0.0, np.sin(ANGLE), np.cos(ANGLE), 0.0, 0.0, 0.0, 1.0))
+                        direction=(np.cos(ANGLE), -np.sin(ANGLE), 0.0, np.sin(ANGLE), np.cos(ANGLE), 0.0,
+                                   0.0, 0.0, 1.0))
 RAS_FLIP = np.array([-1.0, -1.0, 1.0])
 
 
@@ -155,7 +156,8 @@ def test_line_needs_positions(tmp_path):
 
 def test_line_across_slices(tmp_path):
     path = write(tmp_path, [line(OBLIQUE, "tilted", (10, 10, 4), (20, 10, 4.75))])
-    with pytest.raises(PromptError, match=r"Line 'tilted': endpoints lie at slice coordinates 4\.00 and 4\.75 along axis 2"):
+    with pytest.raises(PromptError,
+                       match=r"Line 'tilted': endpoints lie at slice coordinates 4\.00 and 4\.75 along axis 2"):
         read_markups_prompts(path, OBLIQUE)
 
 

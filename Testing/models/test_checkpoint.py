@@ -162,7 +162,8 @@ def test_a_pickled_python_object_is_refused_for_safety(tmp_path):
     torch.save({"weight": torch.ones(2), "payload": Command(os.system, f"touch {marker}")}, path)
     with pytest.raises(CheckpointError) as error:
         read_state_dict(path)
-    assert str(error.value) == (f"checkpoint {path} holds Python objects besides tensors ({os.system.__module__}.system); "
+    assert str(error.value) == (f"checkpoint {path} holds Python objects besides tensors "
+                                f"({os.system.__module__}.system); "
                                 "they were not run and the file is refused for safety")
     assert not marker.exists()
 

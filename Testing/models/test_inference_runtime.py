@@ -1,4 +1,5 @@
-"""The networks under OpenVINO or ONNX Runtime give PyTorch's outputs, and a runtime failure never stops segmentation."""
+"""The networks under OpenVINO or ONNX Runtime give PyTorch's outputs, and a runtime failure never stops
+segmentation."""
 
 import os
 import re

@@ -50,7 +50,8 @@ def test_int8_asked_for_where_it_cannot_run_falls_back_to_fp32_with_one_line(mon
     with pytest.warns(RuntimeWarning, match="int8 runs under OpenVINO only; running the encoder in fp32"):
         assert choose_precision("int8", LITE_MEDSAM_SHA256, "refined", "onnxruntime") == "fp32"
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "nncf" else real_find_spec(name, *a))
     with pytest.warns(RuntimeWarning, match=r"int8 needs nncf \(pip install medsam-slicer\[fast\]\)"):
         assert choose_precision("int8", LITE_MEDSAM_SHA256, "refined", "openvino") == "fp32"
 

@@ -9,7 +9,8 @@ import pytest
 
 from MedSAMSlicerLib.prompts.geometry import ImageGeometry
 from MedSAMSlicerLib.prompts.interpolation import interpolate_boxes, pair_boxes
-from MedSAMSlicerLib.prompts.measurements import convex_hull, longest_diameter_in_volume_mm, longest_diameter_mm, volume_ml
+from MedSAMSlicerLib.prompts.measurements import (convex_hull, longest_diameter_in_volume_mm, longest_diameter_mm,
+                                                  volume_ml)
 
 
 def box(*values):

@@ -22,7 +22,8 @@ from MedSAMSlicerLib.files.prompt_file import write_prompt_file
 from MedSAMSlicerLib.files.sample_data import make_phantom
 from MedSAMSlicerLib.prompts.prompt_simulation import loosen_box, recist_from_truth
 from MedSAMSlicerLib.training.segmentation_loss import dice_bce_loss
-from MedSAMSlicerLib.training.trainer import CHECKPOINT_FILE, EMBEDDINGS_DIR, LOG_FILE, MODEL_FILE, PLOT_FILE, TrainingConfig, train
+from MedSAMSlicerLib.training.trainer import (CHECKPOINT_FILE, EMBEDDINGS_DIR, LOG_FILE, MODEL_FILE, PLOT_FILE,
+                                              TrainingConfig, train)
 from MedSAMSlicerLib.training.training_data import clean_labels, split_by_case
 
 
@@ -145,7 +146,8 @@ def test_resume_continues_to_the_same_state(training_set, finished_run):
     with pytest.raises(SettingsError, match="already holds a training run; pass --resume"):
         train(config(epochs=2), training_set / "images", training_set / "labels", again)
     with pytest.raises(SettingsError, match=r"other settings for learning_rate \(0.0001, now 0.001\)"):
-        train(config(epochs=2, learning_rate=1e-3), training_set / "images", training_set / "labels", again, resume=True)
+        train(config(epochs=2, learning_rate=1e-3), training_set / "images", training_set / "labels", again,
+              resume=True)
     resumed = train(config(epochs=2), training_set / "images", training_set / "labels", again, resume=True)
     assert [row["val_dsc"] for row in resumed.history] == pytest.approx([row["val_dsc"] for row in result.history])
     straight, continued = (torch.load(path / CHECKPOINT_FILE, weights_only=True) for path in (run, again))
@@ -221,7 +223,8 @@ def test_bad_training_settings_are_refused_with_their_names(training_set, tmp_pa
 
 
 def test_torchrun_trains_with_two_processes_on_the_cpu(training_set, finished_run, tmp_path):
-    """The README's multi-process command, on two CPU processes (gloo): each trains on its share of the slices."""
+    """The multi-process command of docs/training.md, on two CPU processes (gloo): each trains on its share of the
+    slices."""
     import os
     import subprocess
     import sys

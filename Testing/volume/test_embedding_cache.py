@@ -172,7 +172,8 @@ def test_the_cache_holds_its_own_copy_of_the_values(fp16):
     got = cache.get(key(0))
     assert np.array_equal(got, expected), "changing the tensor given to put() changed the cached embedding"
     got[...] = -1.0
-    assert np.array_equal(cache.get(key(0)), expected), "changing the tensor get() returned changed the cached embedding"
+    assert np.array_equal(cache.get(key(0)), expected), (
+        "changing the tensor get() returned changed the cached embedding")
 
 
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
@@ -299,7 +300,8 @@ def test_a_failed_write_warns_once_keeps_the_embedding_in_memory_and_leaves_no_f
         raise OSError("disk full")
 
     monkeypatch.setattr(embedding_cache.np, "savez", failing_savez)
-    with pytest.warns(RuntimeWarning, match="cannot be written \\(disk full\\); embeddings are kept in memory only") as caught:
+    with pytest.warns(RuntimeWarning,
+                      match="cannot be written \\(disk full\\); embeddings are kept in memory only") as caught:
         cache.put(key(0), filled(1))
         cache.put(key(1), filled(2))
     assert len(caught) == 1 and len(attempts) == 1  # the folder is not tried again for every slice

@@ -111,7 +111,8 @@ def cases_from_csv(path: Path) -> List[CohortCase]:
         name = row.get("case") or case_name(image)
         if name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
             raise ImageError(f"cases file {path}, line {number}: case name {name!r} must be a plain file name "
-                             "(no folder, no leading or trailing spaces): results are written under it in the output folder")
+                             "(no folder, no leading or trailing spaces): results are written under it in the "
+                             "output folder")
         if name in names:
             raise ImageError(f"cases file {path}, line {number}: case name {name!r} is used twice")
         names.add(name)

@@ -2,10 +2,11 @@
 
 One binary segment per target, numbered 1, 2, ... in label order, each with its label text, a coded
 property (a lesion, a morphologically abnormal structure) and the algorithm that made it (MedSAM,
-semi-automatic: a person gave the prompts), in the colours of the ``.seg.nrrd`` output. Frames refer to their source instances, so PACS viewers,
-Slicer's Quantitative Reporting (dcmqi) and highdicom place them without resampling; empty frames are
-left out, as highdicom does by default. The file goes through ``atomic_output`` and is read back with
-highdicom, frame by frame against the masks, before it is put in place.
+semi-automatic: a person gave the prompts), in the colours of the ``.seg.nrrd`` output. Frames refer
+to their source instances, so PACS viewers, Slicer's Quantitative Reporting (dcmqi) and highdicom
+place them without resampling; empty frames are left out, as highdicom does by default. The file
+goes through ``atomic_output`` and is read back with highdicom, frame by frame against the masks,
+before it is put in place.
 """
 
 from pathlib import Path
@@ -51,7 +52,8 @@ def write_dicom_seg(path: Path, masks: Dict[int, np.ndarray], series: SourceSeri
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
         algorithm_identification=algorithm, tracking_id=f"label {label}", tracking_uid=generate_uid(),
-        display_color=hd.color.CIELabColor.from_rgb(*(255 * np.array(SEGMENT_COLORS[(number - 1) % len(SEGMENT_COLORS)]))))
+        display_color=hd.color.CIELabColor.from_rgb(
+            *(255 * np.array(SEGMENT_COLORS[(number - 1) % len(SEGMENT_COLORS)]))))
         for label, number in numbers.items()]
     frames = np.stack([masks[label] for label in numbers], axis=-1) if numbers else np.zeros(shape + (0,), bool)
     if not frames.any():

@@ -49,7 +49,8 @@ class CorrectionCurve:
 def correction_curve(session: SegmentationSession, truth_kji: np.ndarray, spacing_kji: Sequence[float],
                      label: int = 1, axis: int = 2, every: int = 5, corrections: int = 10,
                      target_dsc: float = 0.90, refinement: Optional[Refinement] = None) -> CorrectionCurve:
-    """RECIST markers every ``every`` slices, then up to ``corrections`` boxes on the worst slices, stopping at the target."""
+    """RECIST markers every ``every`` slices, then up to ``corrections`` boxes on the worst slices, stopping at the
+    target."""
     truth = np.asarray(truth_kji, dtype=bool)
     spacing_xy = tuple(float(spacing_kji[array_dim(a)]) for a in in_plane_axes(axis))
     prompts = list(recist_from_truth(truth, every, axis, spacing_xy, label).prompts)

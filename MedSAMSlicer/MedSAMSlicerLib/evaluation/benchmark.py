@@ -193,7 +193,8 @@ def benchmark_model(model_id: str, checkpoint: Optional[str], device: str, runti
         _recist_volume(model, phantom, result, log)
         if processes:
             options = ["--model", model_id, "--device", str(model.device), "--runtime", model.runtime]
-            default = f"default: {DEFAULT_MODE} {choose_precision('auto', model.fingerprint, DEFAULT_MODE, model.runtime)}"
+            default = (f"default: {DEFAULT_MODE} "
+                       f"{choose_precision('auto', model.fingerprint, DEFAULT_MODE, model.runtime)}")
             _whole_processes(Path(folder), phantom, options + (["--checkpoint", str(checkpoint)] if checkpoint else []),
                              int8 is not None, default, result, log)
     return result
@@ -294,7 +295,8 @@ def _recist_volume(model: SliceModel, phantom: Phantom, result: ModelBenchmark, 
                 future.result()
         result.whole_volume_embedding_seconds = time.perf_counter() - seconds
         log(f"  all {phantom.image.shape[0]} slices embedded in {result.whole_volume_embedding_seconds:.1f} s")
-    log(f"  RECIST to volume: {result.volume_target_slices} slices of a {'x'.join(map(str, phantom.image.shape[::-1]))} "
+    log(f"  RECIST to volume: {result.volume_target_slices} slices of a "
+        f"{'x'.join(map(str, phantom.image.shape[::-1]))} "
         f"CT in {result.volume_seconds:.1f} s (Dice {result.volume_dice:.3f} against the phantom's lesion)")
 
 
@@ -306,7 +308,8 @@ def _whole_processes(folder: Path, phantom: Phantom, options: List[str], int8: b
     log(f"  start-up to the first slice (a whole process, exports cached): {result.startup_seconds:.2f} s")
     result.naive_volume_seconds = result.reference_seconds_per_slice * result.volume_target_slices
     runs = {f"{mode} {precision}": ["--mode", mode, "--precision", precision]
-            for mode, precision in [("published", "fp32"), ("refined", "fp32")] + ([("refined", "int8")] if int8 else [])}
+            for mode, precision in ([("published", "fp32"), ("refined", "fp32")]
+                                    + ([("refined", "int8")] if int8 else []))}
     for name, chosen in {**runs, default: []}.items():
         run = recist_volume_run(folder, phantom, options + chosen)
         result.processes[name] = run
@@ -342,8 +345,8 @@ def summary_table(report: BenchmarkReport) -> List[str]:
     lines = [f"device: {report.device}; torch {report.torch_version}; matmul peak {report.matmul_peak_gflops:.0f} "
              f"GFLOP/s fp32, {report.int8_matmul_peak_gops:.0f} GOP/s int8; "
              f"peak resident memory {report.peak_resident_mib:.0f} MiB",
-             f"{'model':<14} {'weights':<9} {'runtime':<12} {'reference s/slice':>17} {'engine s/slice':>14} {'speed-up':>8} "
-             f"{'enc. slices/s':>13} {'% peak':>6} {'mask IoU':>8} {'prompt p95':>10} {'volume s':>8}"]
+             f"{'model':<14} {'weights':<9} {'runtime':<12} {'reference s/slice':>17} {'engine s/slice':>14} "
+             f"{'speed-up':>8} {'enc. slices/s':>13} {'% peak':>6} {'mask IoU':>8} {'prompt p95':>10} {'volume s':>8}"]
     for m in report.models:
         lines.append(f"{m.model:<14} {m.weights[:9]:<9} {m.runtime:<12} {m.reference_seconds_per_slice:>17.3f} "
                      f"{m.engine_seconds_per_slice:>14.3f} {m.speedup:>7.2f}x {m.encoder_slices_per_second:>13.2f} "

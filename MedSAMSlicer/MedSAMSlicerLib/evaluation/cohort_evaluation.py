@@ -19,8 +19,8 @@ from ..volume.intensity import IntensitySettings
 from ..volume.refinement import DEFAULT_MODE, MODES, refinement_for
 from ..volume.session import SegmentationSession
 from .annotation_study import correction_curve
-from .evaluation_report import (CurveRow, Row, correction_lines, plot_corrections, plot_dsc, plot_overlay, summary_lines,
-                                wilcoxon_lines, write_corrections_csv, write_csv)
+from .evaluation_report import (CurveRow, Row, correction_lines, plot_corrections, plot_dsc, plot_overlay,
+                                summary_lines, wilcoxon_lines, write_corrections_csv, write_csv)
 from .volume_evaluation import PROTOCOLS, evaluate_case
 
 CaseProgress = Callable[[str, int, int], None]  # (what, cases done, cases total)
@@ -70,7 +70,8 @@ class EvaluationOptions:
         if unknown_modes or not self.modes:
             raise PromptError(f"mode(s) {', '.join(unknown_modes) or '(none)'}: choose from {', '.join(MODES)}")
         if self.corrections and "recist-sparse" not in self.protocols:
-            raise PromptError("--corrections simulates the annotation study on recist-sparse: add --protocol recist-sparse")
+            raise PromptError("--corrections simulates the annotation study on recist-sparse: "
+                              "add --protocol recist-sparse")
 
 
 def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], output: Path,
@@ -129,7 +130,8 @@ def evaluate_cohort(cases: Sequence[EvaluationCase], models: Sequence[str], outp
     if curves:
         write_corrections_csv(output / "corrections.csv", curves)
         plot_corrections(output / "correction_curve.png", curves)
-        lines += ["", "simulated annotation study (RECIST markers, then boxes on the worst slices):"] + correction_lines(curves)
+        lines += (["", "simulated annotation study (RECIST markers, then boxes on the worst slices):"]
+                  + correction_lines(curves))
     with atomic_output(output / "summary.txt") as temporary:
         temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot_dsc(output / "dsc_boxplot.png", rows)

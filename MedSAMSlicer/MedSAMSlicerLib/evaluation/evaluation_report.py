@@ -80,7 +80,8 @@ def correction_lines(rows: Sequence[CurveRow]) -> List[str]:
                                  "slice by slice")
     for model in sorted({row.model for row in rows}):
         curves = [row.curve for row in rows if row.model == model]
-        lines.append(f"{model}: mean share of slices not drawn by hand {np.mean([c.slices_saved for c in curves]):.0%}, "
+        lines.append(f"{model}: mean share of slices not drawn by hand "
+                     f"{np.mean([c.slices_saved for c in curves]):.0%}, "
                      f"target reached on {sum(c.corrections_to_target is not None for c in curves)} of {len(curves)}")
     return lines
 

@@ -1,4 +1,5 @@
-"""The prompt protocols of the MedSAM and SAM studies, by name (``evaluate --protocol``; simulated in ``volume_evaluation``).
+"""The prompt protocols of the MedSAM and SAM studies, by name (``evaluate --protocol``; simulated in
+``volume_evaluation``).
 
 Apart so that the command line lists them without importing the evaluation (scipy, the session).
 """

@@ -3,7 +3,8 @@
 Per slice: the uint8 slice repeated to three channels, the published resampler, one image-encoder
 call, one prompt-encoder and mask-decoder call, no cache, no batching. This is the yardstick the
 engine's fast path is held to: the tests require the same masks (IoU >= 0.999), and the benchmark
-times it as the naive baseline. Variable names follow the published scripts; tensors are only moved to the model's device.
+times it as the naive baseline. Variable names follow the published scripts; tensors are only moved to
+the model's device.
 """
 
 import cv2
@@ -27,7 +28,8 @@ def reference_medsam_vit(model: SliceModel, img_np: np.ndarray, box_np: np.ndarr
     image_embedding = model.image_encoder(img_1024_tensor)
     box_torch = torch.as_tensor(box_1024[None, :], dtype=torch.float, device=model.torch_device)[:, None, :]
     sparse, dense = model.prompt_encoder(points=None, boxes=box_torch, masks=None)
-    low_res_logits, _ = model.mask_decoder(image_embeddings=image_embedding, image_pe=model.prompt_encoder.get_dense_pe(),
+    low_res_logits, _ = model.mask_decoder(image_embeddings=image_embedding,
+                                           image_pe=model.prompt_encoder.get_dense_pe(),
                                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                            multimask_output=False)
     low_res_pred = F.interpolate(torch.sigmoid(low_res_logits), size=(H, W), mode="bilinear", align_corners=False)
@@ -50,7 +52,8 @@ def reference_lite_medsam(model: SliceModel, img_2d: np.ndarray, box: np.ndarray
     box_torch = torch.as_tensor(box_256[None, None, :], dtype=torch.float, device=model.torch_device)
     sparse, dense = model.prompt_encoder(points=None, boxes=box_torch, masks=None)
     logits, _ = model.mask_decoder(image_embeddings=image_embedding, image_pe=model.prompt_encoder.get_dense_pe(),
-                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=False)
     logits = F.interpolate(logits, (256, 256), mode="bilinear", align_corners=False)[..., :new_h, :new_w]
     logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
     return torch.sigmoid(logits).squeeze().cpu().numpy() > 0.5

@@ -68,7 +68,8 @@ def read_image(path: PathLike) -> LoadedImage:
 def _scalar_volume(image: sitk.Image, path: Path) -> sitk.Image:
     """``image`` as a 3D volume of real scalars with a usable geometry, or ``ImageError`` naming ``path``."""
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ImageError(f"image {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar (grey) image is needed")
+        raise ImageError(f"image {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                         "a scalar (grey) image is needed")
     if "complex" in image.GetPixelIDTypeAsString():
         raise ImageError(f"image {path} holds complex numbers; a real-valued (grey) image is needed")
     if image.GetDimension() == 2:

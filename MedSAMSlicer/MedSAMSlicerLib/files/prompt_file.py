@@ -73,9 +73,11 @@ def prompt_document(prompts: PromptSet) -> dict:
     entries = []
     for prompt in prompts.prompts:
         if isinstance(prompt, BoxPrompt):
-            entries.append({"type": "box", "slice": prompt.slice, "box": [float(v) for v in prompt.box], "label": prompt.label})
+            entries.append({"type": "box", "slice": prompt.slice, "box": [float(v) for v in prompt.box],
+                            "label": prompt.label})
         else:
-            entry = {"type": "recist", "slice": prompt.slice, "long_axis": [list(map(float, p)) for p in prompt.long_axis],
+            entry = {"type": "recist", "slice": prompt.slice,
+                     "long_axis": [list(map(float, p)) for p in prompt.long_axis],
                      "label": prompt.label}
             if prompt.short_axis is not None:
                 entry["short_axis"] = [list(map(float, p)) for p in prompt.short_axis]

@@ -106,17 +106,20 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
         with warnings.catch_warnings():  # torch's advice to report other protocols as a bug: the error below says more
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch's unpickler fails on garbage with many kinds of error (IndexError, EOFError, ...)
+    # torch's unpickler fails on garbage with many kinds of error (IndexError, EOFError, ...)
+    except Exception as error:
         unsafe = _unsafe_globals(path)
         if unsafe:
             named = ", ".join(unsafe[:3]) + (f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else "")
             raise CheckpointError(f"checkpoint {path} holds Python objects besides tensors ({named}); "
                                   "they were not run and the file is refused for safety") from None
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint ({error.__class__.__name__})") from None
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint "
+                              f"({error.__class__.__name__})") from None
     if isinstance(content, dict) and isinstance(content.get("model"), dict):
         content = content["model"]
     if not isinstance(content, dict) or not content or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise CheckpointError(f"checkpoint {path} is not a state dict of tensors, nor a training checkpoint with a 'model' entry")
+        raise CheckpointError(f"checkpoint {path} is not a state dict of tensors, nor a training checkpoint with a "
+                              "'model' entry")
     if all(key.startswith("module.") for key in content):
         content = {key[len("module."):]: value for key, value in content.items()}
     for key, tensor in content.items():

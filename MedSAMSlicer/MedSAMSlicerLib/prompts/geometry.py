@@ -121,7 +121,8 @@ def check_geometry(spacing: Sequence[float], origin: Sequence[float], direction:
                          f"{MAX_ORIGIN_MM:g} mm of the patient's origin")
     matrix = np.asarray(direction, dtype=float).reshape(3, 3)
     if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) < 1e-6:
-        raise ImageError(f"{what} has a direction matrix that is not a rotation ({', '.join(f'{v:g}' for v in direction)})")
+        raise ImageError(f"{what} has a direction matrix that is not a rotation "
+                         f"({', '.join(f'{v:g}' for v in direction)})")
 
 
 def geometry_from_ijk_to_ras(ijk_to_ras, size: Sequence[int]) -> ImageGeometry:
@@ -149,5 +150,6 @@ def slicing_axis_for_normal(geometry: ImageGeometry, normal_ras) -> int:
     axis = int(np.argmax(cosines))
     if cosines[axis] < ALIGNED_COSINE:
         raise SettingsError(f"the slice view is oblique to the volume (best match: IJK axis {axis} at "
-                            f"{np.degrees(np.arccos(min(1.0, cosines[axis]))):.0f} degrees); use a view aligned with the volume")
+                            f"{np.degrees(np.arccos(min(1.0, cosines[axis]))):.0f} degrees); "
+                            "use a view aligned with the volume")
     return axis

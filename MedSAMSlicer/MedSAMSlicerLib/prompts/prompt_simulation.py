@@ -143,7 +143,8 @@ def recist_axes(mask: np.ndarray, spacing_xy: Tuple[float, float] = (1.0, 1.0)):
 
 def recist_from_truth(truth_kji: np.ndarray, every: int, axis: int = 2,
                       spacing_xy: Tuple[float, float] = (1.0, 1.0), label: int = 1) -> PromptSet:
-    """RECIST markers on every ``every``-th occupied slice along ``axis`` (and the last one), as annotators drew them."""
+    """RECIST markers on every ``every``-th occupied slice along ``axis`` (and the last one), as annotators drew
+    them."""
     if every < 1:
         raise ValueError(f"every must be 1 or more, got {every}")
     occupied = occupied_slices(truth_kji, axis).tolist()
@@ -176,6 +177,8 @@ def recist_on_largest_slice(truth_kji: np.ndarray, axis: int = 2, spacing_xy: Tu
 
 def recist_from_labels(labels_kji: np.ndarray, every: int, axis: int = 2,
                        spacing_xy: Tuple[float, float] = (1.0, 1.0)) -> PromptSet:
-    """``recist_from_truth`` for every non-zero label of a label volume, in one prompt set as a user's file holds them."""
+    """``recist_from_truth`` for every non-zero label of a label volume, in one prompt set as a user's file holds
+    them."""
     return PromptSet([prompt for label in (int(v) for v in np.unique(labels_kji) if v != 0)
-                      for prompt in recist_from_truth(labels_kji == label, every, axis, spacing_xy, label).prompts], axis)
+                      for prompt in recist_from_truth(labels_kji == label, every, axis, spacing_xy, label).prompts],
+                     axis)

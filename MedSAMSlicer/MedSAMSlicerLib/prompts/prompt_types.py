@@ -99,7 +99,8 @@ class PromptSet:
         boxes: Dict[int, Dict[int, List[np.ndarray]]] = {}
         for prompt in self.prompts:
             if not 0 <= prompt.slice < slices:
-                raise PromptError(f"{prompt.name}: slice {prompt.slice} is outside 0-{slices - 1} along axis {self.axis}")
+                raise PromptError(f"{prompt.name}: slice {prompt.slice} is outside 0-{slices - 1} "
+                                  f"along axis {self.axis}")
             box = clip_box(prompt.raw_box(), height, width, prompt.name)
             on_slice = boxes.setdefault(prompt.label, {}).setdefault(prompt.slice, [])
             if len(on_slice) == MAX_BOXES_PER_SLICE:

@@ -12,7 +12,8 @@ SMOOTH = 1e-5
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean soft-Dice loss over the ``(N, C)`` masks plus mean BCE over every pixel; ``logits`` and ``target`` ``(N, C, H, W)``."""
+    """Mean soft-Dice loss over the ``(N, C)`` masks plus mean BCE over every pixel; ``logits`` and ``target``
+    ``(N, C, H, W)``."""
     target = target.to(logits.dtype)
     probabilities = torch.sigmoid(logits)
     dims = tuple(range(2, logits.ndim))

@@ -115,8 +115,9 @@ class Trainer:
         self.validation_samples = [s for s in everything if self.cases[s.case].name in validation_names]
         for samples, what in ((self.training_samples, "training"), (self.validation_samples, "validation")):
             if not samples:
-                raise SettingsError(f"the {what} cases hold no labelled slice after ground-truth cleaning (objects under "
-                                    f"{config.min_object_voxels} voxels / {config.min_object_pixels} pixels are dropped)")
+                raise SettingsError(f"the {what} cases hold no labelled slice after ground-truth cleaning "
+                                    f"(objects under {config.min_object_voxels} voxels / "
+                                    f"{config.min_object_pixels} pixels are dropped)")
         # a trained encoder runs in PyTorch; a frozen one may run its embeddings under a faster runtime
         self.model = load_model(config.model, config.checkpoint, self.distributed.device(self.config.device),
                                 "torch" if config.train_encoder else "auto")
@@ -165,7 +166,8 @@ class Trainer:
         return torch.as_tensor(np.stack(boxes), dtype=torch.float, device=self.model.torch_device)
 
     def _targets(self, masks: Sequence[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.model.prepare_mask(m) for m in masks])[:, None]).to(self.model.torch_device)
+        return torch.from_numpy(np.stack([self.model.prepare_mask(m) for m in masks])[:, None]).to(
+            self.model.torch_device)
 
     def _input_size_logits(self, logits: torch.Tensor) -> torch.Tensor:
         size = self.model.input_size
@@ -176,7 +178,8 @@ class Trainer:
         if self.config.train_encoder:
             return
         wanted: Dict[int, set] = {}
-        for sample in self.distributed.shard(self.training_samples) + self.distributed.shard(self.validation_samples, False):
+        for sample in (self.distributed.shard(self.training_samples)
+                       + self.distributed.shard(self.validation_samples, False)):
             wanted.setdefault(sample.case, set()).add(sample.index)
         total = sum(len(indices) for indices in wanted.values())
         done = 0
@@ -308,7 +311,8 @@ def check_run_folder(run_dir, resume: bool) -> Path:
     """A new run needs a folder without a run in it; resuming needs one with its checkpoint."""
     run_dir = Path(run_dir)
     if (run_dir / CHECKPOINT_FILE).exists() and not resume:
-        raise SettingsError(f"{run_dir} already holds a training run; pass --resume to continue it, or choose another folder")
+        raise SettingsError(f"{run_dir} already holds a training run; pass --resume to continue it, "
+                            "or choose another folder")
     if resume and not (run_dir / CHECKPOINT_FILE).exists():
         raise SettingsError(f"cannot resume: {run_dir} holds no {CHECKPOINT_FILE}")
     return run_dir

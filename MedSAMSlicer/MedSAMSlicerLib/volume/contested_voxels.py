@@ -26,7 +26,8 @@ TargetProbability = Callable[[int, int], np.ndarray]
 #: a target's boxes ``[x0, y0, x1, y1]`` on one slice: (label, slice) -> boxes
 TargetBoxes = Callable[[int, int], List[np.ndarray]]
 #: a box is inside another target's when at least this share of its area is: the pallidum's lies 0.67-0.89 inside
-#: the putamen's on the real sample, while boxes of structures side by side share at most 0.38 (docs/multiple_targets.md)
+#: the putamen's on the real sample, while boxes of structures side by side share at most 0.38
+#: (docs/multiple_targets.md)
 NESTED_SHARE = 0.5
 
 

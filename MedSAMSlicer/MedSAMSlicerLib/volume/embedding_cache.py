@@ -150,5 +150,6 @@ class EmbeddingCache:
                 return stored["embedding"].astype(self.dtype, copy=False)
         except FileNotFoundError:
             return None
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):  # a truncated or foreign file: ignore it, it will be rewritten
+        # a truncated or foreign file: ignore it, it will be rewritten
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
             return None

@@ -53,7 +53,8 @@ class EmbeddingWorker:
         self._thread.start()
 
     def request(self, source: SliceSource, indices: Iterable[int], priority: float = 0) -> Dict[int, Future]:
-        """Futures for the embeddings of ``indices``; cached ones are already done, queued ones move up if more urgent."""
+        """Futures for the embeddings of ``indices``; cached ones are already done, queued ones move up if more
+        urgent."""
         futures: Dict[int, Future] = {}
         with self._condition:
             if self._closed:
@@ -158,7 +159,8 @@ class EmbeddingWorker:
                     return
                 continue
             try:
-                embeddings = self.model.encode(np.stack([self.model.prepare(job.source.slice(job.index)) for job in batch]))
+                embeddings = self.model.encode(np.stack([self.model.prepare(job.source.slice(job.index))
+                                                         for job in batch]))
                 if len(embeddings) != len(batch):
                     raise RuntimeError(f"the encoder returned {len(embeddings)} embeddings for {len(batch)} slices")
                 for job, embedding in zip(batch, embeddings):

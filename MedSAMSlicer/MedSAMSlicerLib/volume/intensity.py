@@ -43,10 +43,12 @@ class IntensitySettings:
         if self.mode not in ("window", "percentile"):
             raise SettingsError(f"intensity mode {self.mode!r} is not 'window' or 'percentile'")
         if self.mode == "window" and not (math.isfinite(self.width) and self.width > 0 and math.isfinite(self.level)):
-            raise SettingsError(f"window width must be a positive number and level a finite one, got W={self.width}, L={self.level}")
+            raise SettingsError("window width must be a positive number and level a finite one, "
+                                f"got W={self.width}, L={self.level}")
         if self.mode == "percentile" and not 0 <= self.lower_percentile < self.upper_percentile <= 100:
             raise SettingsError(
-                f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower_percentile}, {self.upper_percentile}")
+                f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower_percentile}, "
+                f"{self.upper_percentile}")
 
     @classmethod
     def window(cls, width: float, level: float) -> "IntensitySettings":
@@ -59,7 +61,8 @@ class IntensitySettings:
         return cls.window(*CT_PRESETS[name])
 
     @classmethod
-    def parse(cls, text: str, image: Optional[np.ndarray] = None, modality: Optional[str] = None) -> "IntensitySettings":
+    def parse(cls, text: str, image: Optional[np.ndarray] = None,
+              modality: Optional[str] = None) -> "IntensitySettings":
         """Parse a command-line choice: a preset name, ``W,L``, ``percentile`` or ``auto``.
 
         ``auto`` uses the soft-tissue window for CT (DICOM modality CT, or intensities that look like

@@ -5,7 +5,7 @@ small target reaches the encoder a few pixels wide. The refined mode also runs t
 square crop around the slice's boxes (``crop_window``: twice the box side, at least 48 px),
 where the target is several times larger, and averages the two foreground probabilities. Neither
 view alone wins on every slice: zoomed alone lost on most real targets measured, and the
-average beat both (``benchmarks/refinement_levers.py`` measures each variant; the README
+average beat both (``benchmarks/refinement_levers.py`` measures each variant; docs/real_scans.md
 reports them, with the levers that were tried and dropped). A crop that would cover most of the
 slice adds nothing and is skipped. The cost is one more encoder pass per slice and target: targets
 on a slice share a crop (and its pass) only where one crop no larger than each one's own holds them
@@ -27,7 +27,7 @@ MAX_CROP_SHARE = 0.8
 #: any larger zooms in less, and sharing one 1.25x larger cost the ventricles 0.031 mean DSC (docs/multiple_targets.md)
 SHARED_CROP_GROWTH = 1.0
 MODES = ("published", "refined")
-#: the refined mode is the default because it scored higher on every real cohort measured (README, "Real scans")
+#: the refined mode is the default because it scored higher on every real cohort measured (docs/real_scans.md)
 DEFAULT_MODE = "refined"
 
 
@@ -116,7 +116,8 @@ def refine_target(session, plan: SliceBoxes, axis: int, options: Refinement = RE
             session.prefetch([index], axis, window=windows[index])
     result = np.zeros(session.shape, dtype=bool)
     for index, boxes in plan.items():
-        result[slice_indexer(axis, index)] = refined_probability(session, index, boxes, axis, windows[index], options) > 0.5
+        result[slice_indexer(axis, index)] = refined_probability(session, index, boxes, axis, windows[index],
+                                                                 options) > 0.5
         if decoded is not None:
             decoded(len(boxes))
     return result
