@@ -1560,7 +1560,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def exportDicom(self, path, volumeNode, segmentationNode, modelId="lite-medsam"):
         """For a volume loaded from DICOM: every segment in a DICOM SEG at ``path`` that refers to the volume's own
         instances, and a TID 1500 SR ``NAME.sr.dcm`` beside it with each segment's volume, longest diameter and the
-        RECIST lines of its prompts on the series' images (slices along K); returns the SR's path."""
+        RECIST lines of its prompts on the series' images (slices along K), both added to Slicer's DICOM database;
+        returns the SR's path."""
         from pathlib import Path
         from MedSAMSlicerLib.cases.file_segmentation import measure_target
         from MedSAMSlicerLib.dicom.measurement_report import ReportedTarget, write_measurement_report
@@ -1588,6 +1589,8 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
                                           [p for p in prompts if isinstance(p, RecistPrompt)],
                                           occupied_slices(mask, 2)))
         write_measurement_report(report, targets, seg, series, modelId)
+        for written in (path, report):  # shown in the DICOM browser beside the series, as Slicer's own SEG export
+            slicer.dicomDatabase.insert(str(written))
         return report
 
     @staticmethod

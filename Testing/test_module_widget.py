@@ -616,6 +616,10 @@ def test_export_writes_a_dicom_seg_and_sr_for_a_volume_loaded_from_dicom(user, t
     assert dciodvfy_errors(seg) == [] and dciodvfy_errors(report) == []
     image = read_image(tmp_path / "series")
     assert np.array_equal(dcmqi_masks(seg, tmp_path / "dcmqi", image.geometry)[1], mask)
+    import pydicom
+    for written in (seg, report):  # in Slicer's DICOM database, beside the series
+        uid = str(pydicom.dcmread(written, stop_before_pixels=True).SOPInstanceUID)
+        assert slicer.dicomDatabase.fileForInstance(uid) == str(written.resolve())
     prompts, names = read_recist_report(report, read_source_series(image.dicom_files))
     assert names == {1: "MedSAM"}
     (read,) = prompts.prompts
