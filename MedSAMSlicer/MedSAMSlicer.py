@@ -1563,13 +1563,11 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         RECIST lines of its prompts on the series' images (slices along K), both added to Slicer's DICOM database;
         returns the SR's path."""
         from pathlib import Path
-        from MedSAMSlicerLib.cases.file_segmentation import measure_target
-        from MedSAMSlicerLib.dicom.measurement_report import ReportedTarget, write_measurement_report
+        from MedSAMSlicerLib.cases.file_segmentation import measure_target, reported_target
+        from MedSAMSlicerLib.dicom.measurement_report import write_measurement_report
         from MedSAMSlicerLib.dicom.segmentation_object import write_dicom_seg
         from MedSAMSlicerLib.dicom.source_series import read_source_series
         from MedSAMSlicerLib.files.output_files import check_not_an_input
-        from MedSAMSlicerLib.prompts.geometry import occupied_slices
-        from MedSAMSlicerLib.prompts.prompt_types import RecistPrompt
         path = Path(path)
         report = path.with_name(path.name[:-len(".dcm")] + ".sr.dcm")
         files = self.dicomFiles(volumeNode)
@@ -1581,13 +1579,9 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         masks, names = self.segmentMasks(volumeNode, segmentationNode, segmentIds)
         seg = write_dicom_seg(path, masks, series, modelId, names)
         geometry = self.volumeGeometry(volumeNode)
-        targets = []
-        for (label, mask), segmentId in zip(masks.items(), segmentIds):
-            measured = measure_target(label, mask, geometry, 2)
-            prompts = self.promptSet(volumeNode, self.promptNodes(segmentationNode, segmentId), 2).prompts
-            targets.append(ReportedTarget(label, names[label], measured.volume_ml, measured.longest_diameter_mm,
-                                          [p for p in prompts if isinstance(p, RecistPrompt)],
-                                          occupied_slices(mask, 2)))
+        targets = [reported_target(measure_target(label, mask, geometry, 2), names[label], mask,
+                                   self.promptSet(volumeNode, self.promptNodes(segmentationNode, segmentId), 2).prompts)
+                   for (label, mask), segmentId in zip(masks.items(), segmentIds)]
         write_measurement_report(report, targets, seg, series, modelId)
         for written in (path, report):  # shown in the DICOM browser beside the series, as Slicer's own SEG export
             slicer.dicomDatabase.insert(str(written))

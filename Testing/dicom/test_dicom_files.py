@@ -184,3 +184,17 @@ def test_a_seg_or_sr_that_does_not_read_back_is_an_error_and_leaves_no_file(seri
         write_measurement_report(tmp_path / "half_sr.dcm", [ReportedTarget(3, "a", 1.0, 2.0, [marker], [1, 2, 3])],
                                  seg, source, "lite-medsam")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["seg.dcm"]
+
+
+def test_the_series_behind_an_srs_prompts_is_read_once_for_the_prompts_and_the_outputs(series, tmp_path, monkeypatch):
+    from MedSAMSlicerLib.cases import file_segmentation
+
+    image, source, uids = series
+    on = {str(ds.SOPInstanceUID): ds for ds in source.datasets}[uids[2]]
+    report = write_report(tmp_path / "reads.dcm", [Line(on, [[4.5, 6.5], [14.5, 6.5]])], source.datasets)
+    reads, real = [], file_segmentation.read_source_series
+    monkeypatch.setattr(file_segmentation, "read_source_series", lambda files: reads.append(files) or real(files))
+    case = file_segmentation.read_case(image.dicom_files[0].parent, report)
+    file_segmentation.check_dicom_outputs(case, tmp_path / "seg.dcm", tmp_path / "sr.dcm")
+    assert [(p.slice, p.long_axis) for p in case.prompts.prompts] == [(2, ((4.0, 6.0), (14.0, 6.0)))]
+    assert case.series is case.series and len(reads) == 1

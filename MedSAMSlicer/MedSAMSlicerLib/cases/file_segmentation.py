@@ -7,7 +7,7 @@ input's geometry, and each target is measured (slices, volume, longest diameter)
 
 import time
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cache
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -48,10 +48,11 @@ class FileSegmentation:
     seconds: float
 
 
-def read_prompts(path, image: LoadedImage, axis: Optional[int] = None) -> Tuple[PromptSet, Dict[int, str]]:
+def read_prompts(path, image: LoadedImage, series: Callable[[], SourceSeries],
+                 axis: Optional[int] = None) -> Tuple[PromptSet, Dict[int, str]]:
     """A JSON prompt file, a Slicer markups file (``.mrk.json``, RAS points mapped through the image geometry) or a
-    DICOM SR of RECIST lengths on the images of the series ``image`` was read from; and the targets' names, where
-    the file gives them."""
+    DICOM SR of RECIST lengths on the images of ``series()``, the series ``image`` was read from; and the targets'
+    names, where the file gives them."""
     from ..dicom.recist_reads import read_recist_report
     from ..files.markups_file import read_markups_prompts
     from ..files.prompt_file import read_prompt_file
@@ -64,7 +65,7 @@ def read_prompts(path, image: LoadedImage, axis: Optional[int] = None) -> Tuple[
         if axis not in (None, 2):
             raise PromptError(f"--axis {axis}: the lines of the DICOM SR {Path(path).name} lie on the series' images, "
                               "slices along axis 2")
-        prompts, names = read_recist_report(path, read_source_series(image.dicom_files))
+        prompts, names = read_recist_report(path, series())
     elif path.lower().endswith(".mrk.json"):
         prompts = read_markups_prompts(path, image.geometry, axis=2 if axis is None else axis)
     else:
@@ -81,19 +82,26 @@ class PreparedCase:
     image: LoadedImage
     prompts: PromptSet
     intensity: IntensitySettings
+    #: the DICOM series the image was read from (for an SR's prompts, a DICOM SEG or SR), read on first use and
+    #: kept; raises if the image was not one
+    series_of: Callable[[], SourceSeries] = field(repr=False)
     names: Dict[int, str] = field(default_factory=dict)  # target names the prompt file gives
 
-    @cached_property
+    @property
     def series(self) -> SourceSeries:
-        """The DICOM series the image was read from (for a DICOM SEG or SR); raises if it was not one."""
-        return read_source_series(self.image.dicom_files)
+        return self.series_of()
 
 
 def read_case(image_path, prompts_path, window: str = "auto", axis: Optional[int] = None) -> PreparedCase:
     image = read_image(image_path)
-    prompts, names = read_prompts(prompts_path, image, axis)
+
+    @cache
+    def series() -> SourceSeries:  # the headers are read once, for the prompts and the outputs alike
+        return read_source_series(image.dicom_files)
+
+    prompts, names = read_prompts(prompts_path, image, series, axis)
     prompts.key_boxes(image.array.shape)  # every prompt is checked here
-    return PreparedCase(image, prompts, IntensitySettings.parse(window, image.array, image.modality), names)
+    return PreparedCase(image, prompts, IntensitySettings.parse(window, image.array, image.modality), series, names)
 
 
 def check_dicom_outputs(case: PreparedCase, output: Path, report: Optional[Path]) -> None:
@@ -134,12 +142,17 @@ def segment_case(case: PreparedCase, output, model: SliceModel, propagate: int =
         written = write_segmentation(output, masks, image.geometry, case.names)
     targets = [measure_target(label, mask, image.geometry, prompts.axis) for label, mask in written.items()]
     if report is not None:
-        reported = [ReportedTarget(t.label, case.names.get(t.label, f"label {t.label}"), t.volume_ml,
-                                   t.longest_diameter_mm, [p for p in prompts.prompts
-                                                           if p.label == t.label and isinstance(p, RecistPrompt)],
-                                   occupied_slices(written[t.label], 2)) for t in targets]
+        reported = [reported_target(t, case.names.get(t.label, f"label {t.label}"), written[t.label],
+                                    [p for p in prompts.prompts if p.label == t.label]) for t in targets]
         write_measurement_report(Path(report), reported, segmentation, case.series, model.model_id)
     return FileSegmentation(targets, case.intensity.key, time.perf_counter() - started)
+
+
+def reported_target(measured: TargetMeasurement, name: str, mask: np.ndarray, prompts) -> ReportedTarget:
+    """What a DICOM SR reports of a measured target: its measurements, the RECIST markers among its ``prompts``
+    (boxes are prompts, not measurements) and the slices along K its ``mask`` reaches."""
+    return ReportedTarget(measured.label, name, measured.volume_ml, measured.longest_diameter_mm,
+                          [p for p in prompts if isinstance(p, RecistPrompt)], occupied_slices(mask, 2))
 
 
 def measure_target(label: int, mask: np.ndarray, geometry: ImageGeometry, axis: int) -> TargetMeasurement:

@@ -28,8 +28,8 @@ MEASUREMENT_GROUP = ("DCM", "125007")
 TRACKING_IDENTIFIER, TRACKING_UID = ("DCM", "112039"), ("DCM", "112040")
 FINDING_SITE = ("SCT", "363698007")
 LONG_AXIS, SHORT_AXIS = ("SCT", "103339001"), ("SCT", "103340004")
-#: units of a length (UCUM), and their size in mm
-LENGTH_UNITS = {"mm": 1.0, "cm": 10.0, "m": 1000.0, "um": 1e-3}
+#: units of a length (UCUM): a NUM in one of these is a length (its line, not its value, is what is read)
+LENGTH_UNITS = frozenset({"mm", "cm", "m", "um"})
 #: where a length's line lies: the SCOORD's offset from the pixel grid (centre of the top-left pixel at 0.5, 0.5)
 PIXEL_CENTRE = 0.5
 

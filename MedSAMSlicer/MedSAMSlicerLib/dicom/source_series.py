@@ -7,6 +7,7 @@ an instance UID names a slice and back. Only the headers are read (no pixel data
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
@@ -25,7 +26,7 @@ class SourceSeries:
     datasets: Tuple  # pydicom Datasets, without pixel data
     folder: Path
 
-    @property
+    @cached_property  # frozen: computed once, on the first line placed
     def slice_of(self) -> Dict[str, int]:
         """Slice index of each SOP instance UID."""
         return {str(ds.SOPInstanceUID): k for k, ds in enumerate(self.datasets)}
