@@ -36,6 +36,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from MedSAMSlicerLib.errors import MedSAMError, OutputError, PromptError, SettingsError
+
 INTENSITY_CHOICES = ["auto", "soft-tissue", "lung", "brain", "custom W/L", "percentile", "as displayed"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 PROMPT_ATTRIBUTE = "MedSAMSlicer.Prompt"  # markups node attribute: "<segmentation id>/<segment id>"
@@ -48,6 +50,14 @@ SHORTCUTS = {"placeRecistButton": "Ctrl+Shift+R", "placeBoxButton": "Ctrl+Shift+
 #: the Segment Editor's effects shown in the module's panel, for the hand edits a MedSAM result needs
 EDIT_EFFECTS = ["Paint", "Draw", "Erase", "Scissors", "Islands", "Smoothing"]
 AXIS_NAMES = {0: "I (sagittal)", 1: "J (coronal)", 2: "K (axial)"}
+
+
+def _logUnexpected(error, what):
+    """Background work (a model load, a segmentation, a measurement) can fail with any exception, and its result is
+    read in the poll, where nothing may escape. A MedSAMError says what to fix and is only shown; anything else is a
+    bug or the machine (out of memory, a driver), so its traceback goes to the log as well."""
+    if not isinstance(error, MedSAMError):
+        logging.error(f"{what} failed", exc_info=error)
 
 
 def _defaultPropagation():
@@ -452,7 +462,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             try:
                 onSlice = sum(1 for prompt in self.logic.promptSet(p.inputVolume, prompts, current[0]).prompts
                               if prompt.slice == current[1])
-            except Exception:  # a prompt being drawn, or one that lies across slices: none usable on this slice
+            except MedSAMError:  # a prompt that lies across slices: none usable on this slice
                 onSlice = 0
         segmentation = p.segmentationNode if p else None
         return WidgetFacts(
@@ -501,7 +511,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             sliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
         try:
             return self.logic.viewSlice(p.inputVolume, sliceNode)
-        except Exception:  # an oblique view, a volume under a non-linear transform: no slice of the volume in view
+        except MedSAMError:  # an oblique view, a volume under a non-linear transform: no slice of the volume in view
             return None
 
     # --- prompts
@@ -583,7 +593,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if node.IsA("vtkMRMLMarkupsROINode"):
                 self.logic.flattenROIToSlice(target.volumeNode, node, axis)
             index = self.logic.promptSet(target.volumeNode, [node], axis).prompts[0].slice
-        except Exception as error:  # e.g. a line drawn across slices: said, never a dialog while drawing
+        except MedSAMError as error:  # e.g. a line drawn across slices: said, never a dialog while drawing
             self.showStatus(f"Prompt {node.GetName()} not segmented: {error}")
             return
         self.updatePromptTable()
@@ -640,9 +650,9 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             prompts = self.logic.promptSet(target.volumeNode, self.logic.promptNodes(target.segmentationNode,
                                                                                      target.segmentId), axis)
             if not prompts.prompts:
-                raise ValueError(f"{target.describe()} has no complete prompt: place a RECIST line or a box first")
+                raise PromptError(f"{target.describe()} has no complete prompt: place a RECIST line or a box first")
             settings.check()
-        except Exception as error:
+        except MedSAMError as error:
             slicer.util.errorDisplay(f"MedSAM cannot start: {error}")
             return
         if not self.readyToSegment(target, settings, retry):
@@ -706,7 +716,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             try:
                 prompts = self.logic.promptSet(target.volumeNode, self.logic.promptNodes(
                     target.segmentationNode, target.segmentId), request.axis)
-            except Exception as error:
+            except MedSAMError as error:
                 self.showStatus(f"Slice {request.index} not segmented: {error}")
                 continue
             session = self.logic.sessionReady(target.volumeNode, request.settings)
@@ -777,6 +787,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self.logic.adoptSession(job)
         except Exception as error:  # a dialog for what the user asked for; the status line for background caching
+            _logUnexpected(error, "Loading MedSAM")
             if then is not None:
                 slicer.util.errorDisplay(f"MedSAM cannot start: {error}")
             self.showStatus(f"MedSAM cannot start: {error}")
@@ -806,7 +817,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             if self.sessionReady(p.inputVolume, settings):
                 self.logic.prefetchAround(p.inputVolume, settings, current, self.promptNodes())
-        except Exception as error:
+        except MedSAMError as error:
             self.showStatus(str(error))
 
     def pollJob(self):
@@ -837,7 +848,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.showStatus("Cancelled: nothing was written")
                 self.updateButtonStates()
                 return
-            logging.exception("MedSAM segmentation failed")
+            _logUnexpected(error, "MedSAM segmentation")
             if job.asked:
                 slicer.util.errorDisplay(f"MedSAM segmentation failed: {error}")
             self.showStatus(f"MedSAM segmentation failed: {error}")
@@ -851,6 +862,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             stats = measurement.background.result()
         except Exception as error:
+            _logUnexpected(error, "Measuring MedSAM's result")
             self.ui.resultLabel.text = f"Not measured: {error}"
             return
         self.ui.resultLabel.text = (f"{stats['volumeMl']:.2f} mL, longest diameter {stats['longestDiameterMm']:.1f} mm"
@@ -895,7 +907,6 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     @staticmethod
     def _export(write):
         """Run an export; a refusal (the volume's own file, a full disk) is shown, and nothing is left half-written."""
-        from MedSAMSlicerLib.errors import MedSAMError
         try:
             write()
         except MedSAMError as error:
@@ -990,10 +1001,9 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     @staticmethod
     def _pyTorchUtilsPresent():
-        try:
-            return slicer.util.getModuleLogic("PyTorchUtils") is not None
-        except Exception:
-            return False
+        """Whether the PyTorch Utils extension is loaded (asked of the module manager, which answers None for a module
+        it does not have; ``getModuleLogic`` would build that module's panel to answer)."""
+        return slicer.app.moduleManager().module("PyTorchUtils") is not None
 
     def installDependencies(self, logPath=None):
         """Start installing the missing packages on a background thread; returns the ``CommandSequence`` to poll
@@ -1011,7 +1021,6 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     @staticmethod
     def nodeToWorld(node):
         """4x4 matrix from a node's own coordinates to world (RAS) through its parent transforms (linear only)."""
-        from MedSAMSlicerLib.errors import SettingsError
         parent = node.GetParentTransformNode()
         if parent is None:
             return np.eye(4)
@@ -1082,7 +1091,6 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def promptSet(self, volumeNode, markupsNodes, axis=None):
         """The PromptSet of the complete prompts among ``markupsNodes``, each read along its own axis (the view it
         was drawn in). With ``axis``, the prompts along that axis only; without, they must share one."""
-        from MedSAMSlicerLib.errors import PromptError
         complete = [node for node in markupsNodes if self.isComplete(node)]
         axes = [self.promptAxis(volumeNode, node) for node in complete]
         if axis is None:
@@ -1277,7 +1285,7 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         session.prefetch([index], axis, priority=0)
         try:
             keys = [p.slice for p in self.promptSet(volumeNode, promptNodes, axis).prompts]
-        except Exception:  # a prompt across slices: the range is known once it is fixed
+        except MedSAMError:  # a prompt across slices: the range is known once it is fixed
             keys = []
         if keys:
             session.prefetch(range(max(0, min(keys)), min(count, max(keys) + 1)), axis, priority=1)
@@ -1333,18 +1341,18 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             return np.zeros(session.shape, dtype=bool), [index]
         return session.segment_slices({index: onSlice}, prompts.axis, refinement=refinement_for(mode)), [index]
 
-    def segmentFromPrompts(self, volumeNode, segmentationNode, segmentId, prompts, model="lite-medsam",
-                           checkpoint=None, device="auto", intensity="auto", propagate=0, progress=None, axis=None,
-                           mode="refined", precision="fp32"):
+    def segmentFromPrompts(self, volumeNode, segmentationNode, segmentId, prompts, settings=None, propagate=0,
+                           progress=None, axis=None, mode="refined"):
         """Segment ``prompts`` (markups nodes, a prompt-file dict, or a PromptSet) into the segment, here and now.
 
-        ``intensity`` is ``auto``, a CT preset, ``W,L`` or ``percentile``. Returns ``(segmentId, statistics)``; the
+        ``settings`` is a ``SessionSettings`` (model, checkpoint, device, precision, intensity; default: LiteMedSAM,
+        fp32, ``auto`` intensity), the same value the widget captures. Returns ``(segmentId, statistics)``; the
         segment is created when ``segmentId`` is empty.
         """
         from MedSAMSlicerLib.models.quantization import check_precision
         from MedSAMSlicerLib.volume.session_settings import SessionSettings
-        check_precision(precision, mode)
-        settings = SessionSettings(model, checkpoint, device, precision, intensity).check()
+        settings = (settings or SessionSettings()).check()
+        check_precision(settings.precision, mode)
         promptSet = self._prompts(volumeNode, prompts, axis)
         target = SegmentTarget(volumeNode, segmentationNode,
                                self.ensureSegment(segmentationNode, volumeNode, segmentId))
@@ -1593,7 +1601,6 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         """The files of the DICOM instances a volume was loaded from, that of slice k the k-th: Slicer's DICOM
         module records their UIDs in slice order on the node, and its database knows their files."""
         from pathlib import Path
-        from MedSAMSlicerLib.errors import OutputError
         name = volumeNode.GetName() if volumeNode is not None else "(none)"
         uids = ((volumeNode.GetAttribute("DICOM.instanceUIDs") if volumeNode is not None else None) or "").split()
         if not uids:
@@ -1774,8 +1781,9 @@ class MedSAMSlicerTest(ScriptedLoadableModuleTest):
                                   "installed in this Slicer (the module installs them on first use)")
                 return
             self.delayDisplay("Segmenting with LiteMedSAM")
-            segmentId, stats = logic.segmentFromPrompts(volumeNode, segmentationNode, "", nodes, device="cpu",
-                                                        intensity="soft-tissue")
+            from MedSAMSlicerLib.volume.session_settings import SessionSettings
+            segmentId, stats = logic.segmentFromPrompts(volumeNode, segmentationNode, "", nodes,
+                                                        SessionSettings(device="cpu", intensity="soft-tissue"))
         finally:
             logic.close()
         from MedSAMSlicerLib.evaluation.metrics import dice

@@ -389,6 +389,11 @@ class FakeApplication:
     def testingEnabled(self):
         return True
 
+    def moduleManager(self):
+        """The modules loaded: only this one, so ``module("PyTorchUtils")`` is None, as qSlicerModuleManager answers
+        for a module it does not have."""
+        return types.SimpleNamespace(module=lambda name: None)
+
     def topLevelWidgets(self):
         return []  # no main window: slicer.util.mainWindow() is None, as in a test without one
 

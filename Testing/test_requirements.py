@@ -81,3 +81,24 @@ def test_a_missing_package_is_seen_and_the_answer_kept_until_an_install(monkeypa
     monkeypatch.setattr(importlib.metadata, "version", real_version)
     assert logic.dependenciesInstalled()
     logic.close()
+
+
+def test_pytorch_comes_through_pytorch_utils_when_slicer_has_it(monkeypatch):
+    """Without PyTorch, the module asks Slicer's module manager for PyTorch Utils: with it, light-the-torch picks the
+    CUDA build for the driver; without it, pip installs PyTorch's default build. Then the lists, as one step."""
+    import importlib.util
+    import types
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "light_the_torch") else real_find_spec(name, *a))
+    logic = MedSAMSlicer.MedSAMSlicerLogic()
+    assert [step.title for step in logic.installSteps()] == ["PyTorch", "MedSAM packages"]
+    modules = {"PyTorchUtils": object()}
+    monkeypatch.setattr(MedSAMSlicer.slicer.app, "moduleManager",
+                        lambda: types.SimpleNamespace(module=modules.get))
+    steps = logic.installSteps()
+    assert [step.title for step in steps] == ["light-the-torch (PyTorch Utils)", "PyTorch for this GPU driver",
+                                              "MedSAM packages"]
+    assert steps[1].command[-4:] == ["light_the_torch", "install", "torch", "torchvision"]
+    logic.close()

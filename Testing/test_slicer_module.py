@@ -274,6 +274,7 @@ def test_prompt_file_export_round_trips_through_the_engine(logic, tmp_path):
 
 def test_segment_from_a_prompt_dict_creates_the_segment(logic):
     from MedSAMSlicerLib.files.sample_data import make_phantom
+    from MedSAMSlicerLib.volume.session_settings import SessionSettings
 
     phantom = make_phantom(size=(48, 40, 6), spacing=(0.8, 0.9, 2.5), radii_mm=(8.0, 7.0, 10.0))
     matrix = np.diag([-1.0, -1.0, 1.0, 1.0]) @ phantom.geometry.ijk_to_lps
@@ -283,7 +284,7 @@ def test_segment_from_a_prompt_dict_creates_the_segment(logic):
     ri, rj, _ = phantom.radii
     document = {"prompts": [{"type": "box", "slice": int(ck),
                              "box": [ci - ri - 3, cj - rj - 3, ci + ri + 3, cj + rj + 3]}]}
-    segment_id, stats = logic.segmentFromPrompts(volume, segmentation, "", document, device="cpu")
+    segment_id, stats = logic.segmentFromPrompts(volume, segmentation, "", document, SessionSettings(device="cpu"))
     assert segmentation.GetSegmentation().GetSegment(segment_id).GetName() == "MedSAM"
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume).astype(bool)
     assert np.flatnonzero(mask.any(axis=(1, 2))).tolist() == [int(ck)]
