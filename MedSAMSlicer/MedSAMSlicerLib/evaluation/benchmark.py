@@ -19,6 +19,7 @@ import platform
 import resource
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -179,24 +180,123 @@ def random_checkpoint(model_id: str, folder: Path) -> Path:
     return path
 
 
-def benchmark_model(model_id: str, checkpoint: Optional[str], device: str, runtime: str, phantom: Phantom,
-                    slices: int, prompts: int, peaks: Tuple[float, float], processes: bool, log: Log) -> ModelBenchmark:
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """What every model of one run is measured on: the device and runtime asked for, the phantom CT, how many slices
+    and prompts, the machine's matmul peaks (fp32, int8), whether to time whole processes, and where progress goes."""
+    device: str
+    runtime: str
+    phantom: Phantom
+    slices: int
+    prompts: int
+    peaks: Tuple[float, float]
+    processes: bool
+    log: Log
+
+
+@dataclass(frozen=True)
+class _LoadedModel:
+    """A model as the benchmark loaded it: the engines it times, which weights, and how long loading took."""
+    model: SliceModel
+    int8: Optional[SliceModel]  # the same weights with the int8 encoder, where it can run
+    weights: str
+    setup_seconds: float
+
+    def engines(self) -> Dict[str, SliceModel]:
+        return {"fp32": self.model} if self.int8 is None else {"fp32": self.model, "int8": self.int8}
+
+
+class _Stopwatch:
+    """The seconds of each ``with`` block it times (its laps): one timer for every loop, so they time alike."""
+
+    def __init__(self) -> None:
+        self.laps: List[float] = []
+
+    def __enter__(self) -> "_Stopwatch":
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.laps.append(time.perf_counter() - self._started)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.laps)
+
+
+@dataclass(frozen=True)
+class _SameSlices:
+    """The slices every path segments, spread over the lesion 2 slices in from its ends, each with the RECIST
+    convention's box (the lesion's extent plus 5 px)."""
+    chosen: List[int]
+    boxes: Dict[int, np.ndarray]
+
+    @classmethod
+    def of(cls, phantom: Phantom, count: int) -> "_SameSlices":
+        lesion = occupied_slices(phantom.truth, 2)
+        chosen = [int(i) for i in np.linspace(lesion[0] + 2, lesion[-1] - 2, count).round()]
+        return cls(chosen, {index: bounding_box(phantom.truth[index]) + [-5.0, -5.0, 5.0, 5.0] for index in chosen})
+
+
+@dataclass
+class _PathTiming:
+    """One path on the same slices: its masks, its time to the mask, and (an engine's) its encoder's time within."""
+    masks: Dict[int, np.ndarray] = field(default_factory=dict)
+    total: _Stopwatch = field(default_factory=_Stopwatch)
+    encoder: _Stopwatch = field(default_factory=_Stopwatch)
+
+
+@dataclass(frozen=True)
+class _EngineFigures:
+    """An engine path's figures on the same slices, its masks against the naive pipeline's."""
+    seconds_per_slice: float
+    encoder_slices_per_second: float
+    share_of_peak: float  # of the matmul peak at the encoder's precision; NaN without one
+    ious: List[float]  # per chosen slice
+
+
+@dataclass
+class _SameSliceTimings:
+    """The naive pipeline's and each engine's timings on the same slices, one encoder call's GFLOP, and the prompt
+    latency on a cached slice (p50, p95 ms)."""
+    slices: _SameSlices
+    gflop: float
+    reference: _PathTiming = field(default_factory=_PathTiming)
+    engines: Dict[str, _PathTiming] = field(default_factory=dict)
+    prompt_latency_ms: Tuple[float, float] = (float("nan"), float("nan"))
+
+    def reference_seconds_per_slice(self) -> float:
+        return self.reference.total.seconds / len(self.slices.chosen)
+
+    def engine(self, name: str, peak: float) -> _EngineFigures:
+        count, timing = len(self.slices.chosen), self.engines[name]
+        return _EngineFigures(
+            seconds_per_slice=timing.total.seconds / count,
+            encoder_slices_per_second=count / timing.encoder.seconds,
+            share_of_peak=self.gflop / (timing.encoder.seconds / count) / peak if peak else float("nan"),
+            ious=[iou(self.reference.masks[i], timing.masks[i]) for i in self.slices.chosen])
+
+
+def benchmark_model(model_id: str, checkpoint: Optional[str], run: BenchmarkRun) -> ModelBenchmark:
+    """One model's figures in ``run``; a model whose trained weights are a separate file, given none, is timed with
+    seeded random weights of its architecture."""
     weights = "embedded" if checkpoint is None else Path(checkpoint).name
     with tempfile.TemporaryDirectory() as folder:
         if checkpoint is None and model_spec(model_id).checkpoint_file:
             checkpoint, weights = random_checkpoint(model_id, Path(folder)), "random"
         started = time.perf_counter()
-        model = load_model(model_id, checkpoint, device, runtime)
+        model = load_model(model_id, checkpoint, run.device, run.runtime)
         setup = time.perf_counter() - started
-        int8 = _int8_model(model_id, checkpoint, model, runtime)
-        result = _same_slices(model, int8, weights, setup, phantom, slices, prompts, peaks, log)
-        _recist_volume(model, phantom, result, log)
-        if processes:
+        int8 = _int8_model(model_id, checkpoint, model, run.runtime)
+        result = _same_slices(_LoadedModel(model, int8, weights, setup), run)
+        _recist_volume(model, run.phantom, result, run.log)
+        if run.processes:
             options = ["--model", model_id, "--device", str(model.device), "--runtime", model.runtime]
             default = (f"default: {DEFAULT_MODE} "
                        f"{choose_precision('auto', model.fingerprint, DEFAULT_MODE, model.runtime)}")
-            _whole_processes(Path(folder), phantom, options + (["--checkpoint", str(checkpoint)] if checkpoint else []),
-                             int8 is not None, default, result, log)
+            _whole_processes(Path(folder), run.phantom,
+                             options + (["--checkpoint", str(checkpoint)] if checkpoint else []),
+                             int8 is not None, default, result, run.log)
     return result
 
 
@@ -207,73 +307,91 @@ def _int8_model(model_id: str, checkpoint: Optional[str], model: SliceModel, run
     return load_model(model_id, checkpoint, str(model.device), runtime, precision="int8")
 
 
-def _same_slices(model: SliceModel, int8: Optional[SliceModel], weights: str, setup: float, phantom: Phantom,
-                 slices: int, prompts: int, peaks: Tuple[float, float], log: Log) -> ModelBenchmark:
-    """The naive pipeline, the engine and the int8 engine on the same slices, alternating slice by slice so that
-    the machine's load changes hit them alike; then prompt latency on a cached slice."""
-    lesion = occupied_slices(phantom.truth, 2)
-    chosen = [int(i) for i in np.linspace(lesion[0] + 2, lesion[-1] - 2, slices).round()]
-    # the RECIST convention's box: the lesion's extent plus 5 px
-    boxes = {index: bounding_box(phantom.truth[index]) + [-5.0, -5.0, 5.0, 5.0] for index in chosen}
-    log(f"{model.model_id}: {model.device}/{model.runtime}, setup {setup:.1f} s; {slices} slices of "
-        f"{phantom.image.shape[1]}x{phantom.image.shape[2]}")
-    gflop = encoder_gflop(model)  # also a warm-up call
-    engines = {"fp32": model} if int8 is None else {"fp32": model, "int8": int8}
-    sessions = {name: SegmentationSession(phantom.image, engine, PHANTOM_WINDOW, EmbeddingCache())
-                for name, engine in engines.items()}
-    try:
-        reference, reference_total = {}, 0.0
-        masks = {name: {} for name in engines}
-        totals = {name: 0.0 for name in engines}
-        encoded = {name: 0.0 for name in engines}
-        for index in chosen:
-            seconds = time.perf_counter()
-            reference[index] = reference_mask(model, sessions["fp32"].volume_u8[index], boxes[index])
-            reference_total += time.perf_counter() - seconds
-            for name, session in sessions.items():
-                seconds = time.perf_counter()
-                session.prefetch([index])[index].result()
-                encoded[name] += time.perf_counter() - seconds
-                masks[name][index] = session.segment_slice(index, [boxes[index]])
-                totals[name] += time.perf_counter() - seconds
-        reference_seconds = reference_total / slices
-        ious = {name: [iou(reference[i], masks[name][i]) for i in chosen] for name in engines}
-        engine_seconds = totals["fp32"] / slices
-        log(f"  reference path: {reference_seconds:.3f} s per slice")
-        log(f"  engine path:    {engine_seconds:.3f} s per slice ({reference_seconds / engine_seconds:.2f}x), "
-            f"masks IoU >= {min(ious['fp32']):.4f}")
-
-        labels = np.zeros(phantom.image.shape, dtype=np.uint8)
-        rng = np.random.default_rng(0)
-        latencies = []
-        for n in range(prompts):  # a user dragging a box on a cached slice
-            index = chosen[n % len(chosen)]
-            box = boxes[index] + rng.uniform(-3, 3, 4)
-            seconds = time.perf_counter()
-            labels[index] = sessions["fp32"].segment_slice(index, [box])
-            latencies.append(time.perf_counter() - seconds)
-        p50, p95 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 95))
-        log(f"  prompt on a cached slice: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
-    finally:
-        for session in sessions.values():
-            session.close()
-
-    fp32_peak, int8_peak = peaks
-    result = ModelBenchmark(
-        model.model_id, weights, model.runtime, str(model.device), slices, list(phantom.image.shape[1:]), setup,
-        reference_seconds, engine_seconds, reference_seconds / engine_seconds, slices / encoded["fp32"], gflop,
-        gflop / (encoded["fp32"] / slices) / fp32_peak if fp32_peak else float("nan"), min(ious["fp32"]),
-        min(ious["fp32"]) >= MASK_IOU_REQUIRED, p50, p95)
-    if int8 is not None:
-        result.int8_engine_seconds_per_slice = totals["int8"] / slices
-        result.int8_encoder_slices_per_second = slices / encoded["int8"]
-        result.int8_encoder_share_of_int8_peak = gflop / (encoded["int8"] / slices) / int8_peak
-        result.int8_min_mask_iou, result.int8_mean_mask_iou = min(ious["int8"]), float(np.mean(ious["int8"]))
-        log(f"  int8 engine:    {result.int8_engine_seconds_per_slice:.3f} s per slice "
-            f"({reference_seconds / result.int8_engine_seconds_per_slice:.2f}x), encoder "
-            f"{encoded['fp32'] / encoded['int8']:.2f}x fp32's; masks IoU against the naive pipeline's: "
-            f"mean {result.int8_mean_mask_iou:.4f}, min {result.int8_min_mask_iou:.4f}")
+def _same_slices(loaded: _LoadedModel, run: BenchmarkRun) -> ModelBenchmark:
+    """The naive pipeline, the engine and the int8 engine on the same slices; then prompt latency on a cached slice."""
+    model, shape = loaded.model, run.phantom.image.shape
+    slices = _SameSlices.of(run.phantom, run.slices)
+    run.log(f"{model.model_id}: {model.device}/{model.runtime}, setup {loaded.setup_seconds:.1f} s; {run.slices} "
+            f"slices of {shape[1]}x{shape[2]}")
+    timings = _SameSliceTimings(slices, encoder_gflop(model))  # also a warm-up call
+    with ExitStack() as open_sessions:
+        sessions = {name: open_sessions.enter_context(
+                        SegmentationSession(run.phantom.image, engine, PHANTOM_WINDOW, EmbeddingCache()))
+                    for name, engine in loaded.engines().items()}
+        _time_same_slices(timings, model, sessions)
+        fp32, reference_seconds = timings.engine("fp32", run.peaks[0]), timings.reference_seconds_per_slice()
+        run.log(f"  reference path: {reference_seconds:.3f} s per slice")
+        run.log(f"  engine path:    {fp32.seconds_per_slice:.3f} s per slice "
+                f"({reference_seconds / fp32.seconds_per_slice:.2f}x), masks IoU >= {min(fp32.ious):.4f}")
+        timings.prompt_latency_ms = _prompt_latency_ms(sessions["fp32"], slices, run.prompts)
+        run.log(f"  prompt on a cached slice: p50 {timings.prompt_latency_ms[0]:.1f} ms, "
+                f"p95 {timings.prompt_latency_ms[1]:.1f} ms")
+    result = _fp32_result(loaded, run, timings, fp32)
+    if loaded.int8 is not None:
+        _add_int8(result, timings, run)
     return result
+
+
+def _time_same_slices(timings: _SameSliceTimings, model: SliceModel, sessions: Dict[str, SegmentationSession]) -> None:
+    """The naive pipeline, then each engine, slice by slice, so that the machine's load changes hit them alike."""
+    timings.engines = {name: _PathTiming() for name in sessions}
+    for index in timings.slices.chosen:
+        box = timings.slices.boxes[index]
+        with timings.reference.total:
+            timings.reference.masks[index] = reference_mask(model, sessions["fp32"].volume_u8[index], box)
+        for name, session in sessions.items():
+            _time_engine(timings.engines[name], session, index, box)
+
+
+def _time_engine(timing: _PathTiming, session: SegmentationSession, index: int, box: np.ndarray) -> None:
+    """One slice through the engine: the encoder (its prefetch), timed alone too, then the mask."""
+    with timing.total:
+        with timing.encoder:
+            session.prefetch([index])[index].result()
+        timing.masks[index] = session.segment_slice(index, [box])
+
+
+def _prompt_latency_ms(session: SegmentationSession, slices: _SameSlices, prompts: int) -> Tuple[float, float]:
+    """p50 and p95 from prompt to mask of a user dragging a box on a cached slice, the mask written into the
+    volume's label array included."""
+    labels = np.zeros(session.volume_u8.shape, dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    stopwatch = _Stopwatch()
+    for n in range(prompts):
+        index = slices.chosen[n % len(slices.chosen)]
+        box = slices.boxes[index] + rng.uniform(-3, 3, 4)
+        with stopwatch:
+            labels[index] = session.segment_slice(index, [box])
+    p50, p95 = (float(np.percentile(stopwatch.laps, q)) * 1000 for q in (50, 95))
+    return p50, p95
+
+
+def _fp32_result(loaded: _LoadedModel, run: BenchmarkRun, timings: _SameSliceTimings,
+                 fp32: _EngineFigures) -> ModelBenchmark:
+    """The model's result: the fp32 engine against the naive pipeline, and its prompt latency."""
+    model, reference_seconds = loaded.model, timings.reference_seconds_per_slice()
+    return ModelBenchmark(
+        model=model.model_id, weights=loaded.weights, runtime=model.runtime, device=str(model.device),
+        slices=run.slices, slice_shape=list(run.phantom.image.shape[1:]), setup_seconds=loaded.setup_seconds,
+        reference_seconds_per_slice=reference_seconds, engine_seconds_per_slice=fp32.seconds_per_slice,
+        speedup=reference_seconds / fp32.seconds_per_slice, encoder_slices_per_second=fp32.encoder_slices_per_second,
+        encoder_gflop_per_slice=timings.gflop, encoder_share_of_matmul_peak=fp32.share_of_peak,
+        min_mask_iou=min(fp32.ious), masks_equal=min(fp32.ious) >= MASK_IOU_REQUIRED,
+        prompt_latency_ms_p50=timings.prompt_latency_ms[0], prompt_latency_ms_p95=timings.prompt_latency_ms[1])
+
+
+def _add_int8(result: ModelBenchmark, timings: _SameSliceTimings, run: BenchmarkRun) -> None:
+    """The int8 engine's figures, timed in the same loop, against the naive pipeline and the fp32 encoder."""
+    int8 = timings.engine("int8", run.peaks[1])
+    result.int8_engine_seconds_per_slice = int8.seconds_per_slice
+    result.int8_encoder_slices_per_second = int8.encoder_slices_per_second
+    result.int8_encoder_share_of_int8_peak = int8.share_of_peak
+    result.int8_min_mask_iou, result.int8_mean_mask_iou = min(int8.ious), float(np.mean(int8.ious))
+    encoders = timings.engines["fp32"].encoder.seconds / timings.engines["int8"].encoder.seconds
+    run.log(f"  int8 engine:    {int8.seconds_per_slice:.3f} s per slice "
+            f"({result.reference_seconds_per_slice / int8.seconds_per_slice:.2f}x), encoder "
+            f"{encoders:.2f}x fp32's; masks IoU against the naive pipeline's: "
+            f"mean {result.int8_mean_mask_iou:.4f}, min {result.int8_min_mask_iou:.4f}")
 
 
 def _recist_volume(model: SliceModel, phantom: Phantom, result: ModelBenchmark, log: Log) -> None:
@@ -333,10 +451,9 @@ def run_benchmark(models: List[Tuple[str, Optional[str]]], device: str = "auto",
     report = BenchmarkReport(device_label(torch_device), platform.machine(), torch.get_num_threads(),
                              torch.__version__, *peaks)
     log(f"{report.device}: dense matmul peak {peaks[0]:.0f} GFLOP/s fp32, {peaks[1]:.0f} GOP/s int8")
-    phantom = phantom_ct(volume_slices)  # one CT for every model
-    for model_id, checkpoint in models:
-        report.models.append(benchmark_model(model_id, checkpoint, device, runtime, phantom, slices, prompts, peaks,
-                                             processes, log))
+    run = BenchmarkRun(device, runtime, phantom_ct(volume_slices), slices, prompts, peaks, processes, log)
+    for model_id, checkpoint in models:  # one phantom CT for every model
+        report.models.append(benchmark_model(model_id, checkpoint, run))
     report.peak_resident_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
 
