@@ -25,21 +25,75 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import MedSAMError, OutputError, PromptError
+from .errors import MedSAMError, OutputError, PromptError, SettingsError
 
 EXIT_BAD_INPUT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .models.inference_runtime import RUNTIMES
-    from .models.model_registry import DEFAULT_MODEL, MODELS
-    from .models.quantization import PRECISIONS
-    from .volume.intensity import CT_PRESETS
-    from .volume.refinement import DEFAULT_MODE, MODES
-
     parser = argparse.ArgumentParser(prog="medsam-slicer", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    shared = _SharedOptions()
+    for add_command in (_add_segment, _add_sample, _add_evaluate, _add_train, _add_batch, _add_bench):
+        add_command(commands, shared)
+    commands.add_parser("models", help="list the model ids")
+    return parser
 
+
+class _SharedOptions:
+    """The options several subcommands take, each defined here once (name, type, choices, default, help), so that
+    an option reads and behaves the same in every subcommand."""
+
+    def __init__(self):
+        from .models.inference_runtime import RUNTIMES
+        from .models.model_registry import DEFAULT_MODEL, MODELS
+        from .models.quantization import PRECISIONS
+        from .volume.intensity import CT_PRESETS
+        from .volume.refinement import DEFAULT_MODE, MODES
+
+        self.definitions = {
+            "--model": dict(default=DEFAULT_MODEL, choices=sorted(MODELS), help=f"default {DEFAULT_MODEL}"),
+            "--checkpoint": dict(help="model weights file (required for the ViT models)"),
+            "--device": dict(default="auto", help="auto (default), cpu, cuda or cuda:N"),
+            "--runtime": dict(default="auto", choices=RUNTIMES,
+                              help="what runs the networks on the CPU (default auto: OpenVINO or ONNX Runtime when "
+                                   "installed, else PyTorch)"),
+            "--window": dict(default="auto",
+                             help=f"intensity: {', '.join(CT_PRESETS)}, W,L (e.g. 400,40), percentile, or auto "
+                                  "(default: soft-tissue for CT, percentile otherwise)"),
+            "--axis": dict(type=int, choices=(0, 1, 2), default=2, help="slicing axis, IJK index (default 2)"),
+            "--propagate": dict(type=int, default=0, metavar="N",
+                                help="extend each target beyond its annotated range, slice by slice, until the "
+                                     "measured stopping rule finds it ended, at most N slices each way (default 0: "
+                                     "off, as an unattended run cannot be looked at; 50 gives one marker a 3D result, "
+                                     "see docs/propagation.md)"),
+            "--mode": dict(default=DEFAULT_MODE, choices=MODES,
+                           help="refined (default: zoomed inference, better on real scans) or published (exactly the "
+                                "published MedSAM steps); see the README"),
+            "--precision": dict(default="auto", choices=PRECISIONS,
+                                help="the image encoder's arithmetic on the CPU: fp32, int8 (OpenVINO + NNCF; faster, "
+                                     "masks change slightly, never with --mode published), or auto (default: int8 for "
+                                     "weights whose accuracy gate passed, on a CPU with VNNI or AMX, in the refined "
+                                     "mode; else fp32)"),
+            "--quiet": dict(action="store_true", help="no progress bar"),
+        }
+        #: where the forms given once per model or mode to compare differ: a model may come with its checkpoint
+        self.repeated = {"--model": dict(metavar="ID[=CHECKPOINT]", choices=None), "--mode": {}}
+
+    def add(self, parser: argparse.ArgumentParser, *names: str, **changes) -> None:
+        """The named options, in this order; ``changes`` (given with one name) are where a subcommand's use of that
+        option differs."""
+        for name in names:
+            parser.add_argument(name, **{**self.definitions[name], **changes})
+
+    def add_repeated(self, parser: argparse.ArgumentParser, name: str, purpose: str, note: str = "") -> None:
+        """``--model`` (as ID or ID=CHECKPOINT) or ``--mode``, given once for each one to compare."""
+        default = self.definitions[name]["default"]
+        self.add(parser, name, action="append", default=None, **self.repeated[name],
+                 help=f"{purpose} (repeat to compare; default {default}{note})")
+
+
+def _add_segment(commands, shared: _SharedOptions) -> None:
     segment = commands.add_parser("segment", help="segment an image from a prompt file")
     segment.add_argument("image", help="image file SimpleITK reads (NIfTI, NRRD, MHA, ...) or a DICOM series folder")
     segment.add_argument("--prompts", required=True,
@@ -51,36 +105,20 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--sr", metavar="REPORT.dcm",
                          help="also write the measurements as a DICOM SR (TID 1500: volume, longest diameter, the "
                               "RECIST lines used) referring to the SEG's segments (needs -o .dcm)")
-    segment.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help=f"default {DEFAULT_MODEL}")
-    segment.add_argument("--checkpoint", help="model weights file (required for the ViT models)")
-    segment.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    segment.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                         help="what runs the networks on the CPU (default auto: OpenVINO or ONNX Runtime when "
-                              "installed, else PyTorch)")
-    segment.add_argument("--window", default="auto",
-                         help=f"intensity: {', '.join(CT_PRESETS)}, W,L (e.g. 400,40), percentile, or auto (default: "
-                              "soft-tissue for CT, percentile otherwise)")
-    segment.add_argument("--axis", type=int, choices=(0, 1, 2),
-                         help="slicing axis, IJK index (default: the prompt file's, else 2)")
-    segment.add_argument("--propagate", type=int, default=0, metavar="N",
-                         help="extend each target beyond its annotated range, slice by slice, until the measured "
-                              "stopping rule finds it ended, at most N slices each way (default 0: off, as an "
-                              "unattended run cannot be looked at; 50 gives one marker a 3D result, see "
-                              "docs/propagation.md)")
-    segment.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
-                         help="refined (default: zoomed inference, better on real scans) or published (exactly the "
-                              "published MedSAM steps); see the README")
-    segment.add_argument("--precision", default="auto", choices=PRECISIONS,
-                         help="the image encoder's arithmetic on the CPU: fp32, int8 (OpenVINO + NNCF; faster, masks "
-                              "change slightly, never with --mode published), or auto (default: int8 for weights whose "
-                              "accuracy gate passed, on a CPU with VNNI or AMX, in the refined mode; else fp32)")
+    shared.add(segment, "--model", "--checkpoint", "--device", "--runtime", "--window")
+    shared.add(segment, "--axis", default=None, help="slicing axis, IJK index (default: the prompt file's, else 2)")
+    shared.add(segment, "--propagate", "--mode", "--precision")
     segment.add_argument("--cache-dir", help="keep image embeddings here, to reuse across runs")
-    segment.add_argument("--quiet", action="store_true", help="no progress bar")
+    shared.add(segment, "--quiet")
 
+
+def _add_sample(commands, shared: _SharedOptions) -> None:
     sample = commands.add_parser("sample", help="write a phantom CT with a known lesion and its RECIST prompts")
     sample.add_argument("directory")
     sample.add_argument("--every", type=int, default=5, help="RECIST markers on every N-th lesion slice (default 5)")
 
+
+def _add_evaluate(commands, shared: _SharedOptions) -> None:
     from .evaluation.prompt_protocols import PROTOCOLS
 
     evaluate = commands.add_parser("evaluate",
@@ -88,14 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--images", required=True, help="folder of images")
     evaluate.add_argument("--labels", required=True, help="folder of label volumes, named as the images")
     evaluate.add_argument("--labels-map", help='JSON file naming the labels, e.g. {"1": "liver", "2": "tumour"}')
-    evaluate.add_argument("--model", action="append", metavar="ID[=CHECKPOINT]",
-                          help=f"model to score (repeat to compare; default {DEFAULT_MODEL})")
+    shared.add_repeated(evaluate, "--model", "model to score")
     evaluate.add_argument("--protocol", action="append", choices=PROTOCOLS,
                           help="prompt protocol (repeatable; default box-each)")
-    evaluate.add_argument("--mode", action="append", choices=MODES,
-                          help=f"pipeline mode to score (repeat to compare; default {DEFAULT_MODE})")
-    evaluate.add_argument("--precision", default="auto", choices=PRECISIONS,
-                          help="as for segment (auto and int8 need every --mode to be refined)")
+    shared.add_repeated(evaluate, "--mode", "pipeline mode to score")
+    shared.add(evaluate, "--precision")
     evaluate.add_argument("--every", type=int, default=5, help="recist-sparse: markers every K slices (default 5)")
     evaluate.add_argument("--jitter", type=int, default=0,
                           help="box protocols: move box sides by up to N px (default 0)")
@@ -105,21 +140,19 @@ def _parser() -> argparse.ArgumentParser:
                           help="recist-sparse: simulate the annotation study, fixing the worst slice with a box from "
                                "the truth up to N times (default 0: off)")
     evaluate.add_argument("--target-dsc", type=float, default=0.90, help="the study's stopping DSC (default 0.90)")
-    evaluate.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
-    evaluate.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="slicing axis (default 2)")
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
+    shared.add(evaluate, "--window", "--axis", "--device", "--runtime")
     evaluate.add_argument("-o", "--output", required=True, help="report folder (CSV, summary, PNG plots)")
 
+
+def _add_train(commands, shared: _SharedOptions) -> None:
     from .training.training_config import TRAIN_MODES, TrainingConfig
 
     defaults = TrainingConfig()
     train = commands.add_parser("train", help="fine-tune a model on labelled volumes (decoder only by default)")
     train.add_argument("--images", required=True, help="folder of images (NIfTI, NRRD, MHA; or 2D PNG/TIFF)")
     train.add_argument("--labels", required=True, help="folder of label images, named as the images")
-    train.add_argument("--model", default=DEFAULT_MODEL, choices=("lite-medsam", "medsam-vit-b"),
-                       help=f"default {DEFAULT_MODEL}")
-    train.add_argument("--checkpoint", help="starting weights (required for medsam-vit-b)")
+    shared.add(train, "--model", choices=("lite-medsam", "medsam-vit-b"))
+    shared.add(train, "--checkpoint", help="starting weights (required for medsam-vit-b)")
     train.add_argument("--train", default=defaults.train, choices=TRAIN_MODES,
                        help="what is trained: the mask decoder (default; embeddings computed once) or the image "
                             "encoder too")
@@ -137,18 +170,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-case", action="append", default=[], metavar="FILE",
                        help="validate on this image file instead of a random share (repeatable)")
     train.add_argument("--seed", type=int, default=defaults.seed, help="split, shuffle and jitter seed (default 0)")
-    train.add_argument("--window", default=defaults.window, help="intensity, as for segment (default auto)")
-    train.add_argument("--axis", type=int, choices=(0, 1, 2), default=defaults.axis, help="slicing axis (default 2)")
+    shared.add(train, "--window", "--axis")
     train.add_argument("--min-object-voxels", type=int, default=defaults.min_object_voxels,
                        help=f"drop ground-truth 3D objects smaller than this (default {defaults.min_object_voxels})")
     train.add_argument("--min-object-pixels", type=int, default=defaults.min_object_pixels,
                        help=f"drop ground-truth 2D objects smaller than this (default {defaults.min_object_pixels})")
-    train.add_argument("--device", default="auto")
+    shared.add(train, "--device")
     train.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
     train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
     train.add_argument("-o", "--output", required=True, help="run folder: checkpoint, model.pth, log CSV, curves PNG")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    shared.add(train, "--quiet")
 
+
+def _add_batch(commands, shared: _SharedOptions) -> None:
     batch = commands.add_parser("batch", help="RECIST-to-volume for a cohort: many (image, prompts) cases, resumable")
     source = batch.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", help="CSV with columns image, prompts (and optionally case)")
@@ -160,33 +194,23 @@ def _parser() -> argparse.ArgumentParser:
                             "CASE.seg.dcm and CASE.sr.dcm, for DICOM series)")
     batch.add_argument("--shard", metavar="I/N", help="take every N-th case starting at the I-th (default: this "
                                                       "process's share under torchrun, else all)")
-    batch.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help=f"default {DEFAULT_MODEL}")
-    batch.add_argument("--checkpoint", help="model weights file (required for the ViT models)")
-    batch.add_argument("--device", default="auto")
-    batch.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
-    batch.add_argument("--window", default="auto", help="intensity, as for segment (default auto)")
-    batch.add_argument("--propagate", type=int, default=0, metavar="N", help="as for segment (default 0)")
-    batch.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help=f"as for segment (default {DEFAULT_MODE})")
-    batch.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for segment (default auto)")
-    batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    shared.add(batch, "--model", "--checkpoint", "--device", "--runtime", "--window", "--propagate", "--mode",
+               "--precision", "--quiet")
 
+
+def _add_bench(commands, shared: _SharedOptions) -> None:
     bench = commands.add_parser("bench", help="time the engine against the naive published pipeline, side by side")
-    bench.add_argument("--model", action="append", metavar="ID[=CHECKPOINT]",
-                       help="model to time (repeatable; default lite-medsam; a ViT model without a checkpoint "
-                            "gets seeded random weights, for its speed)")
+    shared.add_repeated(bench, "--model", "model to time",
+                        note="; a ViT model without a checkpoint gets seeded random weights, for its speed")
     bench.add_argument("--slices", type=int, default=8, help="slices timed on both paths (default 8)")
     bench.add_argument("--volume-slices", type=int, default=300,
                        help="slices of the 512x512 CT of the RECIST-to-volume run (default 300)")
     bench.add_argument("--prompts", type=int, default=50, help="prompts timed on a cached slice (default 50)")
-    bench.add_argument("--device", default="auto")
-    bench.add_argument("--runtime", default="auto", choices=RUNTIMES, help="network runtime, as for segment")
+    shared.add(bench, "--device", "--runtime")
     bench.add_argument("--no-processes", dest="processes", action="store_false",
                        help="skip the whole-process timings (start-up; the RECIST volume as `segment` runs it in "
                             "each mode and precision): minutes for the ViT models on a CPU")
     bench.add_argument("-o", "--output", default="benchmark.json", help="results JSON (the table goes beside it, .txt)")
-
-    commands.add_parser("models", help="list the model ids")
-    return parser
 
 
 def _segment(args) -> None:
@@ -198,7 +222,7 @@ def _segment(args) -> None:
     from .volume.embedding_cache import EmbeddingCache
 
     if args.propagate < 0:
-        raise PromptError(f"--propagate must be 0 or more, got {args.propagate}")
+        raise SettingsError(f"--propagate must be 0 or more, got {args.propagate}")
     # everything that can be refused is refused before the model loads
     check_precision(args.precision, args.mode)
     case = read_case(args.image, args.prompts, args.window, args.axis)
@@ -234,7 +258,7 @@ def _sample(args) -> None:
     from .files.sample_data import write_sample
 
     if args.every < 1:
-        raise PromptError(f"--every must be 1 or more, got {args.every}")
+        raise SettingsError(f"--every must be 1 or more, got {args.every}")
     check_output_folder(args.directory)
     for path in write_sample(args.directory, args.every):
         _say(f"wrote {path}")
@@ -251,9 +275,11 @@ def _evaluate(args) -> None:
             return LabelledImage(image.array, labels.array, tuple(reversed(image.geometry.spacing)), image.modality)
         return load
 
-    options = EvaluationOptions(args.protocol or ["box-each"], args.window, args.axis, args.every, args.jitter,
-                                args.clicks, args.tolerance, args.device, args.runtime, args.corrections,
-                                args.target_dsc, args.mode or EvaluationOptions.modes, args.precision)
+    options = EvaluationOptions(
+        protocols=args.protocol or ["box-each"], window=args.window, axis=args.axis, every=args.every,
+        jitter=args.jitter, clicks=args.clicks, tolerance_mm=args.tolerance, device=args.device, runtime=args.runtime,
+        corrections=args.corrections, target_dsc=args.target_dsc, modes=args.mode or EvaluationOptions.modes,
+        precision=args.precision)
     pairs = paired_images(args.images, args.labels)
     check_output_folder(args.output, [path for pair in pairs for path in pair])
     cases = [EvaluationCase(image.name, loader(image, label)) for image, label in pairs]
@@ -299,7 +325,7 @@ def _batch(args) -> None:
     from .training.distributed import Distributed
 
     if args.images is not None and args.prompts is None:
-        raise PromptError("--images needs --prompts (the folder of prompt files)")
+        raise SettingsError("--images needs --prompts (the folder of prompt files)")
     cases = cases_from_csv(Path(args.csv)) if args.csv else cases_from_folders(Path(args.images), Path(args.prompts))
     inputs = [path for case in cases for path in case.inputs] + [p for p in (args.csv, args.checkpoint) if p]
     check_output_folder(args.output, inputs)
@@ -317,7 +343,7 @@ def _batch(args) -> None:
     _say(f"shard {shard[0] + 1}/{shard[1]}: {len(outcome.done)} segmented, {len(outcome.skipped)} already done, "
          f"{len(outcome.failed)} failed; summary in {Path(args.output) / 'summary.csv'}")
     if outcome.failed:
-        raise PromptError(f"{len(outcome.failed)} case(s) failed, reasons in their .error.txt files: "
+        raise MedSAMError(f"{len(outcome.failed)} case(s) failed, reasons in their .error.txt files: "
                           + ", ".join(outcome.failed[:5]) + (" ..." if len(outcome.failed) > 5 else ""))
 
 
@@ -327,7 +353,8 @@ def _bench(args) -> None:
     from .models.model_registry import parse_model_choice
 
     if args.slices < 1 or args.prompts < 1 or args.volume_slices < 48:
-        raise PromptError("--slices and --prompts must be 1 or more, --volume-slices 48 or more (the target spans 40)")
+        raise SettingsError("--slices and --prompts must be 1 or more, --volume-slices 48 or more "
+                            "(the target spans 40)")
     models = [parse_model_choice(text) for text in (args.model or ["lite-medsam"])]
     check_writable_folder(Path(args.output).parent, f"output {args.output}: folder")
     report = run_benchmark(models, args.device, args.runtime, args.slices, args.volume_slices, args.prompts,
@@ -359,16 +386,19 @@ def _stage_bars(quiet: bool):
 
 
 def _read_labels_map(path):
+    """The label names ``--labels-map`` gives; a map that cannot be read or used is a bad option value."""
     if path is None:
         return {}
     from .files.json_file import read_json
-
     from .files.numbers import label_number
 
-    document = read_json(path, "labels map")
-    if not isinstance(document, dict) or not all(isinstance(v, str) for v in document.values()):
-        raise PromptError(f'labels map {path} must map label values to names, e.g. {{"1": "liver"}}')
-    return {label_number(key, f"labels map {path}: key"): name for key, name in document.items()}
+    try:
+        document = read_json(path, "labels map")
+        if not isinstance(document, dict) or not all(isinstance(v, str) for v in document.values()):
+            raise SettingsError(f'labels map {path} must map label values to names, e.g. {{"1": "liver"}}')
+        return {label_number(key, f"labels map {path}: key"): name for key, name in document.items()}
+    except PromptError as error:  # what the JSON and label readers say of a prompt file holds for the map too
+        raise SettingsError(str(error)) from None
 
 
 def _models(args) -> None:
