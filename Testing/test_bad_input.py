@@ -386,6 +386,7 @@ REFUSED_DICOM = [
 REFUSED = REFUSED_BEFORE_THE_MODEL + REFUSED_COMMANDS + REFUSED_ROUND_TWO + REFUSED_DICOM
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, message", [case[1:] for case in REFUSED], ids=[case[0] for case in REFUSED])
 def test_refused_before_the_model_loads(work, cli, make, message):
     argv = make(work)
@@ -414,6 +415,7 @@ CHECKPOINTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, message", [c[1:] for c in CHECKPOINTS], ids=[c[0] for c in CHECKPOINTS])
 def test_bad_checkpoints_are_refused_and_no_code_runs(work, cli, make, message):
     outcome = cli(*segment(work, "--model", "medsam-vit-b", "--checkpoint", make(work)))
@@ -441,6 +443,7 @@ def disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output, patch, message", [
     ("x.nii.gz", lambda m: m.setattr(sitk, "WriteImage", write_nothing), "nothing was written"),
     ("x.mha", lambda m: m.setattr(sitk, "WriteImage", write_half(sitk.WriteImage)), "does not read back as written"),
@@ -501,6 +504,7 @@ def test_an_interrupt_leaves_no_output(work, cli, monkeypatch, where):
     assert list(work.out.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("presses", [1, 2], ids=["Ctrl+C", "Ctrl+C twice, 0.1 s apart"])
 def test_ctrl_c_in_a_real_process_leaves_no_output(work, presses):
     """A second Ctrl+C during the first one's clean-up is ignored: no abort, no traceback from a closing bar."""
@@ -529,6 +533,7 @@ def test_an_image_with_no_finite_voxel_is_refused(work, cli):
 
 # ---- input that is valid, or recoverable with a warning: the right result, said once ----
 
+@pytest.mark.slow
 def test_a_nan_voxel_does_not_change_the_result(work, cli):
     image = read_image(work.input("ct.nii.gz"))
     poisoned = image.array.astype(np.float32)
@@ -551,6 +556,7 @@ def test_a_nan_voxel_does_not_change_the_result(work, cli):
     assert "window:400:40" in auto.stdout
 
 
+@pytest.mark.slow
 def test_a_zero_length_short_axis_keeps_the_whole_file_with_one_warning(work, cli):
     targets = [{"type": "recist", "slice": 2, "long_axis": [[20, 14], [32, 22]], "short_axis": [[26, 18], [26, 18]],
                 "label": 1}] + [{"type": "recist", "slice": 2 + n % 2, "long_axis": [[18, 12], [34, 24]],
@@ -562,6 +568,7 @@ def test_a_zero_length_short_axis_keeps_the_whole_file_with_one_warning(work, cl
     assert [line.split(":")[0] for line in outcome.stdout.splitlines()[:12]] == [f"label {n}" for n in range(1, 13)]
 
 
+@pytest.mark.slow
 def test_a_failing_cache_folder_is_a_warning_not_a_lost_run(work, cli, monkeypatch):
     monkeypatch.setattr(EmbeddingCache, "_write", disk_full)
     outcome = cli(*segment(work, "--cache-dir", work.out / "cache", output="x.nii.gz"))
@@ -600,6 +607,7 @@ def test_outputs_take_the_mode_the_umask_gives(work, cli, umask, mode):
     assert (work.out / "x.seg.nrrd").stat().st_mode & 0o777 == mode
 
 
+@pytest.mark.slow
 def test_many_boxes_on_a_slice_are_decoded_in_batches_with_progress_per_box(work, cli):
     boxes = [{**BOX, "box": [16 + n % 4, 8 + n % 5, 34 + n % 3, 26 + n % 2]} for n in range(100)]
     argv = segment(work, prompts=prompt_file(work, "crowd.json", *boxes))
@@ -626,6 +634,7 @@ def labelled_pair(w, name, labels):
     (w.out / "staging.nii.gz").unlink()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_non_integer_labels_on_a_line_of_its_own(work, cli):
     truth = read_image(work.input("truth.nii.gz")).array
     labelled_pair(work, "a_good.nii.gz", truth.astype(np.uint8))
@@ -637,6 +646,7 @@ def test_evaluate_refuses_non_integer_labels_on_a_line_of_its_own(work, cli):
     assert not (work.out / "report" / "scores.csv").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_takes_whole_valued_float_labels(work, cli):
     labelled_pair(work, "case.nii.gz", read_image(work.input("truth.nii.gz")).array.astype(np.float32))
     outcome = cli("evaluate", "--images", work.input("images"), "--labels", work.input("labels"), "-o", work.out / "r")
@@ -659,6 +669,7 @@ def latin1(*parts: bytes) -> Path:
     return Path(os.fsdecode(os.path.join(*parts)))
 
 
+@pytest.mark.slow
 def test_file_names_that_are_not_utf8_are_read_and_written(work, cli):
     folder = latin1(os.fsencode(work.inputs), b"d\xe9p\xf4t")
     folder.mkdir()
@@ -769,6 +780,7 @@ def mha_bytes(w) -> bytes:
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
 def test_a_signal_while_writing_leaves_no_partial_file(work, stop):
     """A scheduler's SIGTERM is treated as Ctrl+C: the partial file being written is deleted."""

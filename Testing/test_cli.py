@@ -46,6 +46,7 @@ def case(tmp_path_factory):
     return root, phantom, root / "cache"
 
 
+@pytest.mark.slow
 def test_segment_writes_seg_nrrd_in_the_input_geometry(case):
     root, phantom, cache = case
     result = run_cli("segment", root / "ct.nii.gz", "--prompts", root / "prompts.json", "-o", root / "out.seg.nrrd",
@@ -68,6 +69,7 @@ def test_segment_writes_seg_nrrd_in_the_input_geometry(case):
     assert not list(root.glob(".partial-*"))
 
 
+@pytest.mark.slow
 def test_label_image_output_and_markups_prompts_give_the_same_masks(case):
     root, phantom, cache = case
     for prompts, output in ((root / "prompts.json", root / "from_json.nii.gz"),
@@ -101,6 +103,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 def test_a_run_served_by_cached_exports_never_imports_pytorch(case, lite_model, tmp_path):
     """Start-up: with the networks' exports cached (the session's), a CPU run imports no PyTorch (1-3 s) and
     its masks are the same as a run that does (the module's own load, which exported them)."""
@@ -127,6 +130,7 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arguments, message", [
     (lambda r: ["segment", r / "missing.nii.gz", "--prompts", r / "prompts.json"],
      "image .*missing.nii.gz does not exist"),
@@ -173,6 +177,7 @@ def test_sample_writes_a_phantom_and_prompts(tmp_path):
     assert all(p["type"] == "recist" and "short_axis" in p for p in document["prompts"])
 
 
+@pytest.mark.slow
 def test_evaluate_scores_models_side_by_side_and_writes_the_report(tmp_path):
     import shutil
 

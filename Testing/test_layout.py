@@ -106,6 +106,7 @@ def test_extension_cmake_lists_every_engine_file():
     assert listed == present
 
 
+@pytest.mark.slow
 def test_a_wheel_built_from_the_committed_files_holds_every_engine_module(tmp_path):
     """The package list in pyproject.toml takes in every subpackage: a wheel from a clean copy of the tracked files
     (as a fresh clone has them) contains each engine module and data file."""

@@ -97,6 +97,7 @@ def expected_slice(widget, volume, axis, index):
 # --- the first hour: one RECIST pair on the largest slice, then Segment volume
 
 
+@pytest.mark.slow
 def test_one_recist_pair_gives_a_3d_result_in_a_new_segmentation(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -121,6 +122,7 @@ def test_one_recist_pair_gives_a_3d_result_in_a_new_segmentation(user):
 # --- issue 21, failures 1-5
 
 
+@pytest.mark.slow
 def test_a_box_drawn_in_a_slice_view_is_flattened_to_its_slice(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -140,6 +142,7 @@ def test_a_box_drawn_in_a_slice_view_is_flattened_to_its_slice(user):
     assert user.dialogs.errors == []
 
 
+@pytest.mark.slow
 def test_a_recist_line_is_segmented_once_both_points_are_placed_and_never_pops_up_an_error(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -169,6 +172,7 @@ def test_a_recist_line_is_segmented_once_both_points_are_placed_and_never_pops_u
     assert user.dialogs.errors == [] and np.flatnonzero(segment_array(widget, volume).any(axis=(1, 2))).tolist() == [5]
 
 
+@pytest.mark.slow
 def test_a_result_that_finishes_in_another_module_lands_where_it_was_started_for(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -191,6 +195,7 @@ def test_a_result_that_finishes_in_another_module_lands_where_it_was_started_for
     assert user.ui.segmentSelector.currentSegmentID() == other
 
 
+@pytest.mark.slow
 def test_after_closing_the_scene_the_next_case_is_segmented(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -220,6 +225,7 @@ def test_after_closing_the_scene_the_next_case_is_segmented(user):
     assert dice(phantom2.truth, segment_array(widget, volume2)) >= 0.75
 
 
+@pytest.mark.slow
 def test_a_job_running_when_the_scene_closes_writes_nothing_into_the_next_case(user):
     phantom, volume, prompts = phantom_case(user, slices=16, radius_k_mm=16.0)
     widget = start(user, volume, 8)
@@ -236,6 +242,7 @@ def test_a_job_running_when_the_scene_closes_writes_nothing_into_the_next_case(u
     assert user.dialogs.errors == []
 
 
+@pytest.mark.slow
 def test_each_prompt_keeps_the_axis_of_the_view_it_was_drawn_in(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -270,6 +277,7 @@ def test_each_prompt_keeps_the_axis_of_the_view_it_was_drawn_in(user):
 # --- issue 21, the failures found by reading the module against Slicer's sources
 
 
+@pytest.mark.slow
 def test_prompts_moved_during_a_job_are_segmented_after_it(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -286,6 +294,7 @@ def test_prompts_moved_during_a_job_are_segmented_after_it(user):
     assert mask[[2, 3, 8, 9]].any(axis=(1, 2)).all()  # and the volume's
 
 
+@pytest.mark.slow
 def test_segment_volume_clicked_while_a_placed_prompts_slice_is_segmented_runs_right_after_it(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -301,6 +310,7 @@ def test_segment_volume_clicked_while_a_placed_prompts_slice_is_segmented_runs_r
     assert user.dialogs.errors == []
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_running_job_within_a_slice_and_writes_nothing(user):
     phantom, volume, prompts = phantom_case(user, slices=30, radius_k_mm=32.0)
     widget = start(user, volume, 15)
@@ -333,6 +343,7 @@ def test_a_reloaded_scene_keeps_its_segment(user):
     assert widget._parameterNode.segmentId == lesion and user.ui.segmentSelector.currentSegmentID() == lesion
 
 
+@pytest.mark.slow
 def test_status_messages_stay_until_the_next_one(user):
     phantom, volume, prompts = phantom_case(user)
     start(user, volume)
@@ -344,6 +355,7 @@ def test_status_messages_stay_until_the_next_one(user):
     assert user.ui.statusLabel.text == message and "slice embeddings cached" in user.ui.cacheStatusLabel.text
 
 
+@pytest.mark.slow
 def test_nothing_proportional_to_the_volume_runs_on_the_main_thread_per_event(user, monkeypatch):
     from MedSAMSlicerLib.volume import intensity
 
@@ -371,6 +383,7 @@ def test_nothing_proportional_to_the_volume_runs_on_the_main_thread_per_event(us
     assert other.GetSegmentation().GetNumberOfSegments() == 0
 
 
+@pytest.mark.slow
 def test_a_volume_under_a_transform_is_segmented_where_it_is_shown(user):
     phantom, volume, prompts = phantom_case(user)
     transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
@@ -398,6 +411,7 @@ def test_a_volume_under_a_transform_is_segmented_where_it_is_shown(user):
     assert dice(phantom.truth[5], mask[5]) > 0.75
 
 
+@pytest.mark.slow
 def test_prompts_that_come_with_a_loaded_scene_are_live(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -423,6 +437,7 @@ def test_prompts_that_come_with_a_loaded_scene_are_live(user):
 # --- the rest of the first hour
 
 
+@pytest.mark.slow
 def test_hand_edits_in_the_embedded_segment_editor_survive_segmenting_again_and_undo(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -454,6 +469,7 @@ def test_hand_edits_in_the_embedded_segment_editor_survive_segmenting_again_and_
     assert not editor.shortcutsInstalled and editor.activeEffect is None
 
 
+@pytest.mark.slow
 def test_keys_and_the_prompt_table_drive_the_views_and_the_buttons(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -517,6 +533,7 @@ def without_packages(user, monkeypatch):
     return widget, script, installed
 
 
+@pytest.mark.slow
 def test_installing_runs_in_the_background_shows_progress_and_then_segments(user, without_packages):
     widget, script, installed = without_packages
     assert "not installed yet" in user.ui.statusLabel.text  # placing prompts asked for nothing
@@ -565,6 +582,7 @@ def test_a_cancelled_install_stops_pip_and_says_so(user, without_packages):
     assert widget._job is None and user.dialogs.errors == [] and not installed[0]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(quantization.int8_unavailable() is not None, reason="OpenVINO and NNCF are not installed")
 def test_the_int8_choice_serves_the_refined_mode_and_the_published_mode_stays_fp32(user):
     phantom, volume, prompts = phantom_case(user)
@@ -588,6 +606,7 @@ def test_the_int8_choice_serves_the_refined_mode_and_the_published_mode_stays_fp
 # --- issue 24: a volume loaded from DICOM exported as a DICOM SEG and SR
 
 
+@pytest.mark.slow
 def test_export_writes_a_dicom_seg_and_sr_for_a_volume_loaded_from_dicom(user, tmp_path):
     from dicom_checks import dcmqi_masks, dciodvfy_errors
     from dicom_writer import write_dicom_series
@@ -628,6 +647,7 @@ def test_export_writes_a_dicom_seg_and_sr_for_a_volume_loaded_from_dicom(user, t
     np.testing.assert_allclose(read.short_axis, middle.short_axis, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_dicom_export_of_a_volume_not_loaded_from_dicom_says_why_and_writes_nothing(user, tmp_path):
     phantom, volume, prompts = phantom_case(user)
     start(user, volume)

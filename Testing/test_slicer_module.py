@@ -9,6 +9,7 @@ MedSAMSlicer = install()
 import slicer  # noqa: E402  (after install: the harness sets up slicer.mrmlScene)
 
 
+@pytest.mark.slow
 def test_module_self_test_passes_headless():
     test = MedSAMSlicer.MedSAMSlicerTest()
     test.runTest()
@@ -324,6 +325,7 @@ def add_phantom_case(seed, radius_mm=8.0):
     return phantom, volume, segmentation, lesion
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_scene_segments_off_the_main_thread(logic, tmp_path):
     import threading
 
@@ -344,6 +346,7 @@ def test_evaluate_scores_the_scene_segments_off_the_main_thread(logic, tmp_path)
         logic.evaluate(volume, segmentation, tmp_path / "r2", ["nope"])
 
 
+@pytest.mark.slow
 def test_train_on_scene_segmentations_writes_the_cases_and_a_loadable_model(logic, tmp_path):
     from MedSAMSlicerLib.files.image_io import read_image
     from MedSAMSlicerLib.models.model_registry import load_model

@@ -15,6 +15,8 @@ import SimpleITK as sitk
 from bad_input_harness import STOP_SIGNALS, EngineProcess, stalling_patch
 from MedSAMSlicerLib.cases import cohort_segmentation
 
+pytestmark = pytest.mark.slow  # real models on whole volumes: CI runs it, the inner loop (-m "not slow") does not
+
 
 def cohort(w, names=("a_case", "b_case", "c_case")):
     """Image and prompt folders holding the phantom under several case names."""

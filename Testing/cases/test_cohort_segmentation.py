@@ -27,6 +27,7 @@ def cohort(tmp_path_factory):
     return root, truths
 
 
+@pytest.mark.slow
 def test_shards_split_the_cases_and_a_rerun_skips_what_is_done(cohort, lite_model, tmp_path):
     root, truths = cohort
     cases = cases_from_folders(root / "images", root / "prompts")
@@ -47,6 +48,7 @@ def test_shards_split_the_cases_and_a_rerun_skips_what_is_done(cohort, lite_mode
     assert all(float(row["volume_ml"]) > 0 for row in rows)
 
 
+@pytest.mark.slow
 def test_a_failed_case_is_recorded_and_the_others_go_on(cohort, tmp_path):
     root, _ = cohort
     prompts = tmp_path / "prompts"

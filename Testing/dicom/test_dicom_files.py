@@ -47,6 +47,7 @@ def targets():
     return {3: first, 8: second}
 
 
+@pytest.mark.slow
 def test_a_seg_passes_dciodvfy_and_reads_back_through_dcmqi_and_highdicom(series, tmp_path):
     image, source, uids = series
     masks = targets()
@@ -64,6 +65,7 @@ def test_a_seg_passes_dciodvfy_and_reads_back_through_dcmqi_and_highdicom(series
     assert seg.FrameOfReferenceUID == source.datasets[0].FrameOfReferenceUID
 
 
+@pytest.mark.slow
 def test_an_sr_passes_dciodvfy_carries_the_measurements_and_reads_back_as_its_lines(series, tmp_path):
     image, source, uids = series
     masks = targets()
@@ -117,6 +119,7 @@ def test_a_report_built_with_highdicom_is_read_as_its_lines_say(series, tmp_path
     assert names == {1: "target 1"}
 
 
+@pytest.mark.slow
 def test_an_empty_target_is_written_without_frames_and_all_empty_is_refused(series, tmp_path):
     image, source, uids = series
     masks = targets()

@@ -18,6 +18,8 @@ from MedSAMSlicerLib.files.image_io import read_image
 from MedSAMSlicerLib.files.prompt_file import write_prompt_file
 from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 
+pytestmark = pytest.mark.slow  # real models on whole volumes: CI runs it, the inner loop (-m "not slow") does not
+
 RUN = ["--mode", "published", "--device", "cpu", "--quiet"]
 
 

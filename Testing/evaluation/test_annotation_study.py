@@ -13,6 +13,8 @@ from MedSAMSlicerLib.files.sample_data import make_phantom
 from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
+pytestmark = pytest.mark.slow  # real models on whole volumes: CI runs it, the inner loop (-m "not slow") does not
+
 SPACING_KJI = (2.5, 0.9, 0.8)
 
 

@@ -13,6 +13,8 @@ from MedSAMSlicerLib.cli import main
 from MedSAMSlicerLib.evaluation.benchmark import run_benchmark, summary_table, write_report
 from MedSAMSlicerLib.models import quantization
 
+pytestmark = pytest.mark.slow  # real models on whole volumes: CI runs it, the inner loop (-m "not slow") does not
+
 
 def test_benchmark_compares_the_paths_on_the_same_slices_and_writes_its_report(tmp_path):
     lines = []

@@ -26,6 +26,7 @@ def phantom_session(lite_model):
 
 # Measured with the embedded LiteMedSAM on this phantom: box-all DSC 0.9698 (box fill 0.8851), RECIST every
 # 3 slices DSC 0.9608 (box fill 0.5046); pinned 0.01 below. The model beats its own prompt boxes.
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol, pinned_dsc", [("box-all", 0.96), ("recist-sparse", 0.95)])
 def test_protocols_score_the_model_and_the_box_fill_baseline(phantom_session, protocol, pinned_dsc):
     phantom, session = phantom_session
@@ -41,6 +42,7 @@ def test_protocols_score_the_model_and_the_box_fill_baseline(phantom_session, pr
     assert result.box_fill_dsc < result.dsc
 
 
+@pytest.mark.slow
 def test_a_label_volume_is_evaluated_per_label_and_protocol(phantom_session):
     phantom, session = phantom_session
     labels = phantom.truth.astype(np.uint8) * 3
@@ -106,6 +108,7 @@ def test_iterative_clicks_land_on_each_missed_component_then_stop():
 # Measured with the embedded LiteMedSAM on the phantom: point-largest DSC 0.0, point-each 0.0, iterative-points
 # (5 clicks) 0.001, where a box gives 0.97. LiteMedSAM was trained on box prompts only: its decoder's logits for a
 # click stay near 0 (max -0.01 on the middle slice), so the click protocols show that it is a box-prompt model.
+@pytest.mark.slow
 def test_click_protocols_score_liteMedSAM_on_the_phantom(phantom_session):
     phantom, session = phantom_session
     results = {protocol: evaluate_target(session, phantom.truth, (2.5, 0.9, 0.8), protocol, clicks=5)

@@ -26,6 +26,8 @@ from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.volume.refinement import MODES, refinement_for
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
+pytestmark = pytest.mark.slow  # real models on whole volumes: CI runs it, the inner loop (-m "not slow") does not
+
 SAMPLE = Path(__file__).parents[1] / "data" / "mni152"
 LESION_SAMPLE = Path(__file__).parents[1] / "data" / "mni152_lesion"
 DEEP_BRAIN_SAMPLE = Path(__file__).parents[1] / "data" / "colin27_deep_brain"

@@ -20,6 +20,8 @@ from MedSAMSlicerLib.volume.embedding_worker import EmbeddingWorker
 from MedSAMSlicerLib.volume.intensity import IntensitySettings, normalize_volume
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
+pytestmark = pytest.mark.slow  # real models on whole volumes: CI runs it, the inner loop (-m "not slow") does not
+
 
 def engine_masks(model, volume, settings, axis, cases, batch_size):
     """Masks from the engine: embeddings encoded in batches by the worker, then decoded from the cache."""

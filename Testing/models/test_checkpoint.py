@@ -384,6 +384,7 @@ def test_the_lite_checkpoint_is_not_a_medsam_vit_b_checkpoint():
     assert "missing key(s)" in message and "unexpected key(s)" in message
 
 
+@pytest.mark.slow
 def test_a_ddp_training_checkpoint_of_vit_b_loads_as_medsam_vit_b(vit_b_checkpoint):
     path, probes = vit_b_checkpoint
     model = model_registry.load_model("medsam-vit-b", checkpoint=path, device="cpu")

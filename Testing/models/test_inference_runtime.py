@@ -17,6 +17,8 @@ from MedSAMSlicerLib.models import inference_runtime
 from MedSAMSlicerLib.models.inference_runtime import compile_networks, installed_runtimes, trim_exports
 from MedSAMSlicerLib.models.model_registry import embedded_lite_checkpoint, load_model
 
+pytestmark = pytest.mark.slow  # real models on whole volumes: CI runs it, the inner loop (-m "not slow") does not
+
 
 def compiled(model, choice, folder):
     return compile_networks(model, choice, folder)

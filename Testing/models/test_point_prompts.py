@@ -80,6 +80,7 @@ SAM_POINTS = np.array([[20.5, 17.25], [47.0, 31.0]])  # (x, y): one inside the e
 SAM_POSITIVE = np.array([True, False])
 
 
+@pytest.mark.slow
 def test_sam_points_match_sam_predictor_multimask(sam_model, sam_case):
     slice_u8, embedding, predictor = sam_case
     assert sam_model.multimask_oracle is True
@@ -135,6 +136,7 @@ def test_lite_model_coords_truncate_after_longest_side_scale(lite_model):
     np.testing.assert_array_equal(lite_model.model_boxes(boxes[:1], (100, 200)), [[64.0, 25.0, 192.0, 103.0]])
 
 
+@pytest.mark.slow
 def test_medsam_vit_model_coords_stretch(medsam_vit):
     assert medsam_vit.multimask_oracle is False
     # x scales by 1024 / 200, y by 1024 / 100
@@ -201,6 +203,7 @@ def click_response_peak(model, embedding, click, slice_shape):
     return np.array([(col + 0.5) * scale, (row + 0.5) * scale])
 
 
+@pytest.mark.slow
 def test_lite_click_on_disk(lite_model, disk_case, record_property):
     """A centre click on a bright disk: shapes, the reported Dice, and the decoder answering at the click.
 
@@ -229,6 +232,7 @@ def test_lite_click_on_disk(lite_model, disk_case, record_property):
     assert multi_scores.shape == (3,) and np.isfinite(multi_scores).all()
 
 
+@pytest.mark.slow
 def test_lite_state_dict_round_trips_through_registry(lite_model, disk_case, tmp_path):
     slice_u8, _, embedding = disk_case
     state = lite_model.state_dict()

@@ -64,6 +64,7 @@ def test_the_calibration_set_is_real_ct_and_mr_slices_as_the_encoder_sees_them()
     assert any(name.endswith("_crop") for name in names)  # the refined mode's zoomed crops too
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(quantization.int8_unavailable() is not None, reason="OpenVINO and NNCF are not installed")
 def test_the_int8_encoder_is_cached_keyed_apart_and_close_to_fp32(lite_model, export_cache):
     model = load_model("lite-medsam", device="cpu", runtime="openvino", precision="int8")

@@ -26,6 +26,8 @@ from MedSAMSlicerLib.training.trainer import (CHECKPOINT_FILE, EMBEDDINGS_DIR, L
                                               TrainingConfig, train)
 from MedSAMSlicerLib.training.training_data import clean_labels, split_by_case
 
+pytestmark = pytest.mark.slow  # real models on whole volumes: CI runs it, the inner loop (-m "not slow") does not
+
 
 def test_loss_equals_monai_dice_plus_bce():
     monai_losses = pytest.importorskip("monai.losses")

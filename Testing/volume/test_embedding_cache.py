@@ -350,6 +350,7 @@ def test_a_damaged_or_foreign_file_at_the_keys_path_is_ignored(damage, tmp_path)
 
 # --- threads ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_concurrent_puts_and_gets_keep_the_budget_and_the_values(tmp_path):
     max_entries = 5
     cache = EmbeddingCache(max_bytes=max_entries * FP16_BYTES, fp16=True, directory=tmp_path)

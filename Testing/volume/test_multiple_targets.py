@@ -12,6 +12,8 @@ from MedSAMSlicerLib.volume.intensity import IntensitySettings
 from MedSAMSlicerLib.volume.refinement import SHARED_CROP_GROWTH, refinement_for, zoom_window, zoom_windows
 from MedSAMSlicerLib.volume.session import SegmentationSession
 
+pytestmark = pytest.mark.slow  # real models on whole volumes: CI runs it, the inner loop (-m "not slow") does not
+
 SHAPE = (120, 160)  # (H, W) of a slice
 
 

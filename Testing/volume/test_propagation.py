@@ -81,6 +81,7 @@ def test_the_measured_rule_is_the_default_and_tests_contrast_overlap_and_the_tip
 # Measured with the embedded LiteMedSAM: one marker on slice 11 of the lesion's 4-19 gives 3D Dice 0.9305 in either mode
 # (this small phantom's zoom crop would cover most of the slice, so the refined mode is the published one here), and
 # 0.170 without propagation; pinned 0.01 below.
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["refined", "published"])
 def test_one_marker_on_the_largest_slice_reaches_the_pinned_dice_and_stops_at_the_lesions_ends(session, phantom, mode):
     prompts = one_marker(phantom)
@@ -92,6 +93,7 @@ def test_one_marker_on_the_largest_slice_reaches_the_pinned_dice_and_stops_at_th
     assert not result.mask[:5].any() and not result.mask[19:].any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["refined", "published"])
 def test_markers_reaching_the_lesions_ends_are_not_extended(session, phantom, mode):
     prompts = recist_from_truth(phantom.truth, 5, 2, phantom.geometry.spacing[:2])
@@ -158,6 +160,7 @@ def lesion_sample(lite_model):
         yield session, image, labels.array == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", sorted(ONE_MARKER_ON_THE_LESION))
 def test_one_marker_on_a_real_mr_lesion_reaches_the_pinned_dice(lesion_sample, mode):
     session, image, truth = lesion_sample

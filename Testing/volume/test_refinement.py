@@ -59,6 +59,7 @@ def small_lesion():
     return make_phantom(size=(512, 512, 14), spacing=(0.5, 0.5, 2.0), radii_mm=(6.0, 5.0, 12.0))
 
 
+@pytest.mark.slow
 def test_refined_mode_beats_the_published_one_on_a_small_lesion_and_caches_its_crops(small_lesion, lite_model):
     prompts = recist_prompts(small_lesion, every=5)
     with SegmentationSession(small_lesion.image, lite_model, IntensitySettings.preset("soft-tissue")) as session:
@@ -74,6 +75,7 @@ def test_refined_mode_beats_the_published_one_on_a_small_lesion_and_caches_its_c
     assert dice(small_lesion.truth, refined.mask) > dice(small_lesion.truth, published)
 
 
+@pytest.mark.slow
 def test_a_box_covering_most_of_the_slice_is_not_zoomed(lite_model):
     phantom = make_phantom(size=(64, 56, 12), spacing=(0.8, 0.9, 2.5), radii_mm=(20.0, 20.0, 10.0))
     prompts = recist_prompts(phantom, every=5)
@@ -84,6 +86,7 @@ def test_a_box_covering_most_of_the_slice_is_not_zoomed(lite_model):
     assert np.array_equal(published, refined)  # nothing to zoom: the refined mode is the published one
 
 
+@pytest.mark.slow
 def test_a_zoom_weight_of_zero_gives_exactly_the_published_masks(small_lesion, lite_model):
     prompts = recist_prompts(small_lesion, every=5)
     plan = interpolate_boxes(prompts.key_boxes(small_lesion.image.shape)[1])
@@ -92,6 +95,7 @@ def test_a_zoom_weight_of_zero_gives_exactly_the_published_masks(small_lesion, l
         assert np.array_equal(session.segment_slices(plan, refinement=Refinement(zoom_weight=0.0)), published)
 
 
+@pytest.mark.slow
 def test_targets_apart_on_the_same_slices_get_a_crop_each(lite_model):
     from MedSAMSlicerLib.prompts.prompt_types import PromptSet
 

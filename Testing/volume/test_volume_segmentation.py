@@ -12,6 +12,7 @@ from MedSAMSlicerLib.prompts.prompt_types import BoxPrompt, PromptSet
 
 # 3D Dice measured with the embedded LiteMedSAM on this phantom, RECIST every 5 slices: 0.9505 along K,
 # 0.9417 along J, 0.8434 along I (there, 2.5 mm rows make the 5 px RECIST margin wide); pinned 0.01 below.
+@pytest.mark.slow
 @pytest.mark.parametrize("axis, pinned_dice", [(2, 0.94), (1, 0.93), (0, 0.83)])
 def test_sparse_recist_reaches_pinned_dice_along_every_axis(session, phantom, axis, pinned_dice):
     prompts = recist_prompts(phantom, every=5, axis=axis)
@@ -72,6 +73,7 @@ def test_a_prompt_outside_the_volume_is_refused_before_any_work(session):
         session.segment(PromptSet([BoxPrompt(30, (1, 1, 10, 10), name="prompt 1")]))
 
 
+@pytest.mark.slow
 def test_many_boxes_are_decoded_in_batches_with_progress_per_box(session, phantom, monkeypatch):
     ci, cj, _ = phantom.centre
     boxes = [np.array([ci - 9 + n % 3, cj - 8 + n % 4, ci + 9 - n % 5, cj + 8 - n % 2], dtype=float) for n in range(19)]
