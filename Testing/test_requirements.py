@@ -2,19 +2,17 @@
 ``MedSAMSlicerLib/data/requirements*.txt``, and it holds every package the engine imports, on every path the
 module's logic offers (segmenting, the fast runtime, int8, DICOM, training and evaluation reports)."""
 
-import ast
 import importlib.metadata
 import re
 import sys
-from pathlib import Path
 
 from slicer_harness import install
+from test_layout import ENGINE, imported_modules
 
 from MedSAMSlicerLib.requirements import (ENGINE_REQUIREMENTS, FAST_REQUIREMENTS, distribution_name,
                                           missing_requirements, read_requirements, slicer_requirements)
 
 MedSAMSlicer = install()
-ENGINE = Path(__file__).resolve().parents[1] / "MedSAMSlicer" / "MedSAMSlicerLib"
 
 
 def canonical(name):
@@ -24,13 +22,7 @@ def canonical(name):
 
 def third_party_imports(folder):
     """The top-level names of the packages imported anywhere under ``folder``, inside functions too."""
-    names = set()
-    for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+    names = {name.split(".")[0] for path in folder.rglob("*.py") for name in imported_modules(path)}
     return {name for name in names if name not in sys.stdlib_module_names and name != "MedSAMSlicerLib"}
 
 
@@ -53,7 +45,9 @@ def test_the_module_installs_every_package_the_engine_imports():
 
 
 def test_the_module_installs_the_lists_as_one_pip_step():
-    steps = MedSAMSlicer.MedSAMSlicerLogic().installSteps()
+    logic = MedSAMSlicer.MedSAMSlicerLogic()
+    steps = logic.installSteps()
+    logic.close()
     assert steps[-1].title == "MedSAM packages"
     assert steps[-1].command[-len(slicer_requirements()):] == slicer_requirements()
     assert {"openvino>=2024.0", "nncf>=2.10", "matplotlib>=3.7"} <= set(slicer_requirements())
