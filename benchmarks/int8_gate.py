@@ -1,6 +1,6 @@
 """The int8 encoder's accuracy gate, judged against the truth per target on the real cohorts.
 
-    python benchmarks/int8_gate.py COHORT_DIR [COHORT_DIR ...] [--every 5] [-o table.md]
+    python benchmarks/int8_gate.py COHORT_DIR [COHORT_DIR ...] [--every 5] [--floats fp32|bf16] [-o table.md]
 
 Each cohort (images/, labels/, labels.json as ``real_cohort.py``, ``lesion_cohort.py`` and
 ``deep_brain_cohort.py`` write them) is segmented from RECIST markers simulated every ``--every``
@@ -11,7 +11,8 @@ then per cohort the mean, and the int8 masks' agreement with fp32 (median and 5t
 the slices' IoU). What a user sees is the mask against the truth, so that is what the gate judges
 (``GATE``), over every target of every cohort given: the mean DSC change at least -0.005, and no
 target below -0.03.
-``quantization.INT8_GATE_PASSED`` lists the weights that passed.
+``quantization.INT8_GATE_PASSED`` lists the weights that passed. ``--floats bf16`` judges a variant, the int8
+encoder with its float operations (and the box decoder) in bfloat16, on a CPU that has bfloat16 dot products.
 """
 
 import sys
@@ -25,6 +26,7 @@ from cohort_cases import cohort_cases, cohort_parser  # noqa: E402
 
 from MedSAMSlicerLib.evaluation.metrics import dice, iou  # noqa: E402
 from MedSAMSlicerLib.models.model_registry import load_model  # noqa: E402
+from MedSAMSlicerLib.models.quantization import bf16_pays_here  # noqa: E402
 from MedSAMSlicerLib.prompts.geometry import take_slice  # noqa: E402
 from MedSAMSlicerLib.prompts.prompt_simulation import recist_from_labels  # noqa: E402
 from MedSAMSlicerLib.volume.intensity import IntensitySettings  # noqa: E402
@@ -36,9 +38,13 @@ GATE = {"mean": -0.005, "target": -0.03}
 RUNS = {"published": ("fp32", None), "refined fp32": ("fp32", REFINED), "refined int8": ("int8", REFINED)}
 
 
-def measure(cohorts, every: int):
-    """Rows ``{"cohort", "case", "target", "dsc": {run: dsc}, "ml": {run: mL}, "ious": [slice IoU int8 vs fp32]}``."""
-    models = {precision: load_model("lite-medsam", None, "cpu", "auto", precision) for precision in ("fp32", "int8")}
+def measure(cohorts, every: int, floats: str = "fp32"):
+    """Rows ``{"cohort", "case", "target", "dsc": {run: dsc}, "ml": {run: mL}, "ious": [slice IoU int8 vs fp32]}``;
+    the int8 runs with their float operations in ``floats``."""
+    if floats == "bf16" and not bf16_pays_here():
+        raise SystemExit("this CPU has no bfloat16 dot products (AVX512-BF16 or AMX): --floats bf16 would be emulated")
+    models = {"fp32": load_model("lite-medsam", None, "cpu", "auto", "fp32"),
+              "int8": load_model("lite-medsam", None, "cpu", "auto", "int8", floats=floats)}
     if models["int8"].precision != "int8":
         raise SystemExit("int8 is not available here (OpenVINO and NNCF are needed)")
     rows = []
@@ -112,10 +118,13 @@ def table(rows) -> str:
 
 
 def main() -> None:
-    args = cohort_parser(__doc__).parse_args()
-    rows = measure(args.cohorts, args.every)
+    parser = cohort_parser(__doc__)
+    parser.add_argument("--floats", choices=("fp32", "bf16"), default="fp32",
+                        help="the int8 networks' float arithmetic (default fp32, what --precision int8 runs)")
+    args = parser.parse_args()
+    rows = measure(args.cohorts, args.every, args.floats)
     passed, lines = verdict(rows)
-    text = table(rows) + "\n\n" + "\n".join(lines)
+    text = f"int8 with its float operations in {args.floats}\n\n" + table(rows) + "\n\n" + "\n".join(lines)
     print(text)
     if args.output:
         args.output.write_text(text + "\n", encoding="utf-8")

@@ -142,7 +142,7 @@ def test_only_a_cached_export_that_does_not_compile_is_exported_again_once(lite_
         path.write_bytes(b"not onnx")
         return path
 
-    def unreadable(runtime, path, names):
+    def unreadable(runtime, path, names, floats="fp32"):
         raise RuntimeError(f"cannot read {path.name}")
 
     monkeypatch.setattr(inference_runtime, "export_onnx", export)

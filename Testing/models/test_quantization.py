@@ -1,6 +1,7 @@
 """The int8 encoder: when it is used, what falls back to fp32 and says so, and that its embeddings are cached apart."""
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from MedSAMSlicerLib.errors import SettingsError
 from MedSAMSlicerLib.evaluation.metrics import dice
 from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 from MedSAMSlicerLib.models import quantization
+from MedSAMSlicerLib.models.inference_runtime import CompiledNetwork
 from MedSAMSlicerLib.models.model_registry import LITE_MEDSAM_SHA256, load_model
 from MedSAMSlicerLib.models.quantization import choose_precision
 from MedSAMSlicerLib.volume.intensity import IntensitySettings
@@ -64,11 +66,27 @@ def test_the_calibration_set_is_real_ct_and_mr_slices_as_the_encoder_sees_them()
     assert any(name.endswith("_crop") for name in names)  # the refined mode's zoomed crops too
 
 
+def test_bf16_is_offered_only_on_cpus_with_bfloat16_dot_products_and_only_under_openvino(monkeypatch):
+    for flags, expected in (({"AVX512VNNI", "avx512_vnni", "avx512_bf16"}, True), ({"amx_int8", "amx_bf16"}, True),
+                            ({"AVX512VNNI", "avx512_vnni"}, False), ({"AVX2", "avx2"}, False)):
+        monkeypatch.setattr(quantization, "_cpu_features", lambda: frozenset(flags))
+        assert quantization.bf16_pays_here() is expected, flags
+    with pytest.raises(ValueError, match="onnxruntime runs networks in fp32, not bf16"):
+        CompiledNetwork("onnxruntime", Path("never-read.onnx"), ["image"], "bf16")
+    with pytest.raises(ValueError, match="openvino runs networks in fp32 or bf16, not fp16"):
+        CompiledNetwork("openvino", Path("never-read.onnx"), ["image"], "fp16")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(quantization.int8_unavailable() is not None, reason="OpenVINO and NNCF are not installed")
-def test_the_int8_encoder_is_cached_keyed_apart_and_close_to_fp32(lite_model, export_cache):
-    model = load_model("lite-medsam", device="cpu", runtime="openvino", precision="int8")
-    assert model.precision == "int8" and model.cache_id == lite_model.cache_id + "+int8"
+@pytest.mark.parametrize("floats", ["fp32", "bf16"])
+def test_the_int8_encoder_is_cached_keyed_apart_and_close_to_fp32(lite_model, export_cache, floats):
+    if floats == "bf16" and not quantization.bf16_pays_here():
+        pytest.skip("this CPU has no bfloat16 dot products")
+    model = load_model("lite-medsam", device="cpu", runtime="openvino", precision="int8", floats=floats)
+    arithmetic = "int8" if floats == "fp32" else "int8+bf16"  # the gate's variant (docs/int8_gate.md)
+    assert model.precision == "int8" and model.arithmetic == arithmetic
+    assert model.cache_id == lite_model.cache_id + "+" + arithmetic  # int8+bf16 embeddings are not int8's either
     exports = sorted(path.name for path in (export_cache / "onnx").glob("*int8*"))
     assert len(exports) == 2 and exports[0].endswith(".bin") and exports[1].endswith(".xml")  # keyed by calibration
     assert quantization.calibration_id() in exports[1]

@@ -123,18 +123,31 @@ def trim_exports(folder: Path, budget: int, keep: Sequence[Path] = ()) -> List[P
     return deleted
 
 
-class CompiledNetwork:
-    """An exported network under a runtime: numpy inputs in, the first output out; one call at a time."""
+def _precision_hint(runtime: str, floats: str) -> str:
+    """OpenVINO's name for the arithmetic ``floats``; ``ValueError`` for one that ``runtime`` cannot run."""
+    hints = {"fp32": "f32", "bf16": "bf16"} if runtime == "openvino" else {"fp32": "f32"}
+    if floats not in hints:
+        raise ValueError(f"{runtime} runs networks in {' or '.join(hints)}, not {floats}")
+    return hints[floats]
 
-    def __init__(self, runtime: str, path: Path, names: Sequence[str]):
+
+class CompiledNetwork:
+    """An exported network under a runtime: numpy inputs in, the first output out; one call at a time.
+
+    ``floats`` is the arithmetic of its float operations: ``fp32``, or ``bf16`` (OpenVINO only, on a CPU with bfloat16
+    dot products; measured for the int8 encoder and not adopted, docs/int8_gate.md).
+    """
+
+    def __init__(self, runtime: str, path: Path, names: Sequence[str], floats: str = "fp32"):
         self.name, self._names, self._lock = runtime, list(names), threading.Lock()
+        hint = _precision_hint(runtime, floats)
         if runtime == "openvino":
             import openvino
             # The compiled network is cached beside the export (compiling it again costs 0.2-0.4 s a run). It is
             # compiled from the model read, not from the path: OpenVINO keys a path by its file's time, which
             # trim_exports moves on every use.
             core = openvino.Core()
-            compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+            compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                                                "PERFORMANCE_HINT": "LATENCY",
                                                                                "CACHE_DIR": str(path.parent)})
             self._run = lambda inputs: np.asarray(compiled(inputs)[0])
@@ -157,10 +170,12 @@ class RuntimeNetworks:
     """
 
     def __init__(self, name: str, encoder: CompiledNetwork, box_decoder: Optional[CompiledNetwork],
-                 precision: str = "fp32"):
+                 precision: str = "fp32", floats: str = "fp32"):
         self.name, self._encoder, self.box_decoder = name, encoder, box_decoder
-        #: the encoder's arithmetic: ``fp32``, or ``int8`` (``quantization``; its embeddings are cached apart)
+        #: the encoder's matrix products: ``fp32``, or ``int8`` (``quantization``; its embeddings are cached apart)
         self.precision = precision
+        #: the arithmetic of the networks' float operations: ``fp32``, or ``bf16`` (``compile_networks``)
+        self.floats = floats
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings ``(B, 256, 64, 64)`` float32 for prepared inputs ``(B, 3, S, S)``, one slice per call."""
@@ -173,7 +188,7 @@ class RuntimeNetworks:
 
 
 def compiled_export(runtime: str, module: Callable[[], "nn.Module"], examples: Sequence[np.ndarray],
-                    names: Sequence[str], path: Path) -> CompiledNetwork:
+                    names: Sequence[str], path: Path, floats: str = "fp32") -> CompiledNetwork:
     """``module()`` exported to ``path`` (unless cached) and compiled under ``runtime``.
 
     A cached export that does not compile (truncated, corrupt) is deleted and exported again once:
@@ -182,13 +197,13 @@ def compiled_export(runtime: str, module: Callable[[], "nn.Module"], examples: S
     cached = path.is_file()
     export_onnx(module, examples, names, path)
     try:
-        return CompiledNetwork(runtime, path, names)
+        return CompiledNetwork(runtime, path, names, floats)
     except Exception:
         if not cached:
             raise
     path.unlink(missing_ok=True)
     export_onnx(module, examples, names, path)
-    return CompiledNetwork(runtime, path, names)
+    return CompiledNetwork(runtime, path, names, floats)
 
 
 def _box_decoder(model: "SliceModel") -> "nn.Module":
@@ -198,19 +213,21 @@ def _box_decoder(model: "SliceModel") -> "nn.Module":
 
 
 def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional[Path] = None,
-                     int8: bool = False) -> Optional[RuntimeNetworks]:
+                     int8: bool = False, floats: str = "fp32") -> Optional[RuntimeNetworks]:
     """The model's encoder and box decoder under ``choice`` (``auto``: the best installed runtime); None means
     PyTorch runs them. Exports are keyed by ``model.cache_id`` (the weights); the PyTorch network is built only
     to export what is not cached, so a checkpoint that does not fit its model raises here (``MedSAMError``).
 
     With ``int8`` the encoder is the int8 one (``quantization``, calibrated through the model's ``prepare``);
-    the caller has checked that OpenVINO and NNCF are here.
+    the caller has checked that OpenVINO and NNCF are here. ``floats`` is the arithmetic of both networks' float
+    operations (``bf16``: OpenVINO only; what the int8 gate measured and did not adopt, docs/int8_gate.md).
     """
     from ..errors import MedSAMError, OutputError
 
     runtime = choose_runtime(choice)
     if runtime is None:
         return None
+    _precision_hint(runtime, floats)  # refused here: an export or compile failure below falls back to PyTorch
     safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.cache_id)
     input_size = model.input_size
     stem = (folder or cache_folder()) / "onnx" / f"{safe_id}-{input_size}-torch{torch_version()}"
@@ -220,19 +237,19 @@ def compile_networks(model: "SliceModel", choice: str = "auto", folder: Optional
         image = [np.zeros((1, 3, input_size, input_size), dtype=np.float32)]
         kept = [encoder_path, decoder_path]
         if not int8:
-            encoder = compiled_export(runtime, lambda: model.image_encoder, image, ["image"], encoder_path)
+            encoder = compiled_export(runtime, lambda: model.image_encoder, image, ["image"], encoder_path, floats)
         else:  # the fp32 export is only what is quantized: it is never compiled
             from .quantization import quantized_encoder
             int8_path = quantized_encoder(export_onnx(lambda: model.image_encoder, image, ["image"], encoder_path),
                                           model.prepare)
-            encoder = CompiledNetwork(runtime, int8_path, ["image"])
+            encoder = CompiledNetwork(runtime, int8_path, ["image"], floats)
             kept += [int8_path, int8_path.with_suffix(".bin")]
         decoder = compiled_export(runtime, lambda: _box_decoder(model),
                                   [np.zeros((1, 256, 64, 64), dtype=np.float32),
                                    np.array([[0.0, 0.0, 8.0, 8.0]], dtype=np.float32)],
-                                  ["embedding", "box"], decoder_path)
+                                  ["embedding", "box"], decoder_path, floats)
         trim_exports(stem.parent, EXPORT_BUDGET_BYTES, keep=kept)
-        return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8 else "fp32")
+        return RuntimeNetworks(runtime, encoder, decoder, "int8" if int8 else "fp32", floats)
     except OutputError as error:  # a read-only or full cache folder: the model in memory still runs
         warnings.warn(f"network export folder {stem.parent} cannot be written ({str(error).rsplit(': ', 1)[-1]}); "
                       "the networks run in PyTorch", RuntimeWarning)

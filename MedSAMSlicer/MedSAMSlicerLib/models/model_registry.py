@@ -101,12 +101,13 @@ def build_network(spec: ModelSpec):
 
 def load_model(model_id: str = DEFAULT_MODEL, checkpoint: Optional[Union[str, Path]] = None,
                device: str = "auto", runtime: str = "auto", precision: str = "fp32",
-               mode: str = "refined") -> "SliceModel":
+               mode: str = "refined", floats: str = "fp32") -> "SliceModel":
     """Build ``model_id`` on ``device`` with the weights from ``checkpoint`` (or the embedded ones).
 
     On the CPU the image encoder and the box decoder run under ``runtime`` (``inference_runtime.RUNTIMES``;
     ``auto`` takes an installed optimised runtime, else PyTorch), the encoder in ``precision``
-    (``quantization.PRECISIONS``; ``auto`` and ``int8`` depend on the pipeline ``mode`` the model serves).
+    (``quantization.PRECISIONS``; ``auto`` and ``int8`` depend on the pipeline ``mode`` the model serves), and
+    their float operations in ``floats`` (``bf16`` only where the int8 gate measures that variant).
     The PyTorch network is built here unless cached exports serve both networks; a checkpoint that does
     not fit the model is refused here either way (its exports exist only if it once loaded).
     """
@@ -115,7 +116,7 @@ def load_model(model_id: str = DEFAULT_MODEL, checkpoint: Optional[Union[str, Pa
         from .inference_runtime import choose_runtime, compile_networks
         from .quantization import choose_precision
         int8 = choose_precision(precision, model.fingerprint, mode, choose_runtime(runtime)) == "int8"
-        model.runtime_networks = compile_networks(model, runtime, int8=int8)
+        model.runtime_networks = compile_networks(model, runtime, int8=int8, floats=floats)
     elif precision == "int8":
         warnings.warn(f"int8 runs on the CPU only; the encoder runs on {model.device} as before", RuntimeWarning)
     if model.runtime_networks is None:

@@ -12,6 +12,8 @@ by ``benchmarks/int8_gate.py`` against the truth on every real cohort, per targe
 change at least -0.005, no target below -0.03), on CPUs with int8 dot-product instructions (where
 it was measured faster: ``int8_pays_here``), and never in the published mode, which stays the
 published fp32 steps. Without OpenVINO and NNCF, int8 falls back to fp32 with one line saying why.
+Its float operations stay fp32: in bf16 (``bf16_pays_here``) the encoder was 1.3x faster but failed
+the gate on one target (docs/int8_gate.md).
 """
 
 import contextlib
@@ -34,6 +36,8 @@ INT8_GATE_PASSED: frozenset = frozenset({"79d8c9dca6db4d69d3f905579e5250af05e859
 #: CPU features with int8 dot-product instructions (numpy's names, then Linux's): on AVX-512 VNNI the int8 encoder
 #: measured 1.55x fp32; on AVX2 alone OpenVINO emulates int8 and it gave nothing (docs/int8_gate.md)
 INT8_CPU_FEATURES = ("AVX512VNNI", "avx512_vnni", "avx_vnni", "amx_int8")
+#: CPU features with bfloat16 dot-product instructions (Linux's names), where OpenVINO can run float operations in bf16
+BF16_CPU_FEATURES = ("avx512_bf16", "amx_bf16")
 
 
 def int8_unavailable() -> Optional[str]:
@@ -45,8 +49,18 @@ def int8_unavailable() -> Optional[str]:
 
 
 def int8_pays_here() -> bool:
-    """Whether this CPU has int8 dot-product instructions (VNNI or AMX), from numpy's CPU detection (every
-    system) or Linux's CPU flags."""
+    """Whether this CPU has int8 dot-product instructions (VNNI or AMX)."""
+    return not _cpu_features().isdisjoint(INT8_CPU_FEATURES)
+
+
+def bf16_pays_here() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX). The int8 encoder with its float
+    operations in bf16 was measured there and not adopted: faster, but below the accuracy gate (docs/int8_gate.md)."""
+    return not _cpu_features().isdisjoint(BF16_CPU_FEATURES)
+
+
+def _cpu_features() -> frozenset:
+    """The CPU's features, from numpy's CPU detection (every system) and Linux's CPU flags."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # numpy 1.x, as some Slicer releases bundle
@@ -55,7 +69,7 @@ def int8_pays_here() -> bool:
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             found.update(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []))
-    return any(feature in found for feature in INT8_CPU_FEATURES)
+    return frozenset(found)
 
 
 def check_precision(choice: str, mode: str) -> None:

@@ -128,9 +128,15 @@ class SliceModel(ABC):
         return self.runtime_networks.precision if self.runtime_networks is not None else "fp32"
 
     @property
+    def arithmetic(self) -> str:
+        """The networks' arithmetic as run: ``fp32``, ``int8``, or ``int8+bf16`` (int8 products, the rest in bf16)."""
+        floats = self.runtime_networks.floats if self.runtime_networks is not None else "fp32"
+        return self.precision if floats == "fp32" else f"{self.precision}+{floats}"
+
+    @property
     def cache_id(self) -> str:
         """Names these weights and this encoder in embedding cache keys (int8 embeddings are not fp32 ones)."""
-        suffix = "" if self.precision == "fp32" else f"+{self.precision}"
+        suffix = "" if self.arithmetic == "fp32" else f"+{self.arithmetic}"
         return f"{self.model_id}@{self.fingerprint[:16]}{suffix}"
 
     @abstractmethod
