@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MedSAMSlicer"))
 from cohort_cases import cohort_cases, cohort_parser  # noqa: E402
 
 from MedSAMSlicerLib.evaluation.metrics import dice, iou  # noqa: E402
+from MedSAMSlicerLib.models.inference_runtime import FLOATS  # noqa: E402
 from MedSAMSlicerLib.models.model_registry import load_model  # noqa: E402
 from MedSAMSlicerLib.models.quantization import bf16_pays_here  # noqa: E402
 from MedSAMSlicerLib.prompts.geometry import take_slice  # noqa: E402
@@ -119,7 +120,7 @@ def table(rows) -> str:
 
 def main() -> None:
     parser = cohort_parser(__doc__)
-    parser.add_argument("--floats", choices=("fp32", "bf16"), default="fp32",
+    parser.add_argument("--floats", choices=FLOATS, default="fp32",
                         help="the int8 networks' float arithmetic (default fp32, what --precision int8 runs)")
     args = parser.parse_args()
     rows = measure(args.cohorts, args.every, args.floats)

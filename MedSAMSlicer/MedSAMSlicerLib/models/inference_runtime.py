@@ -38,6 +38,8 @@ _MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 #: what an export is made of: ONNX files, the OpenVINO model and weights of an int8 encoder, and OpenVINO's
 #: compiled networks (its model cache, kept beside the exports; a missing or corrupt one is compiled again)
 EXPORT_SUFFIXES = (".onnx", ".xml", ".bin", ".blob")
+#: the arithmetic a network's float operations can run in (``bf16`` under OpenVINO only)
+FLOATS = ("fp32", "bf16")
 
 
 def installed_runtimes() -> List[str]:
@@ -125,7 +127,7 @@ def trim_exports(folder: Path, budget: int, keep: Sequence[Path] = ()) -> List[P
 
 def _precision_hint(runtime: str, floats: str) -> str:
     """OpenVINO's name for the arithmetic ``floats``; ``ValueError`` for one that ``runtime`` cannot run."""
-    hints = {"fp32": "f32", "bf16": "bf16"} if runtime == "openvino" else {"fp32": "f32"}
+    hints = dict(zip(FLOATS, ("f32", "bf16"))) if runtime == "openvino" else {"fp32": "f32"}
     if floats not in hints:
         raise ValueError(f"{runtime} runs networks in {' or '.join(hints)}, not {floats}")
     return hints[floats]
