@@ -1,6 +1,7 @@
 """The refined mode against the published pipeline on a real cohort, with each variant of its lever timed alone.
 
-    python benchmarks/refinement_levers.py COHORT_DIR [--window percentile] [--every 5] [-o table.md]
+    python benchmarks/refinement_levers.py COHORT_DIR [--window percentile] [--every 5] [--variants NAME ...]
+                                           [-o table.md]
 
 COHORT_DIR holds images/, labels/ and labels.json as ``real_cohort.py`` and ``lesion_cohort.py``
 write them. For every target, RECIST markers are simulated from its truth every ``--every``
@@ -37,12 +38,16 @@ VARIANTS = {
     "zoomed view alone": Refinement(zoom_weight=1.0),
     "crop 1.5x box": Refinement(zoom_factor=1.5),
     "crop 3x box": Refinement(zoom_factor=3.0),
+    # one view with more context than the 2x crop: one encoder pass per slice instead of two, were it to win
+    "zoomed view alone, crop 3x box": Refinement(zoom_factor=3.0, zoom_weight=1.0),
+    "zoomed view alone, crop 4x box": Refinement(zoom_factor=4.0, zoom_weight=1.0),
 }
 TOLERANCE_MM = 2.0
 
 
-def measure(cohort: Path, window: str, every: int, model_id: str = "lite-medsam"):
-    """Rows ``(case, target, slices, box fill (dsc, nsd), {variant: (dsc, nsd, seconds per slice)})``."""
+def measure(cohort: Path, window: str, every: int, variants=tuple(VARIANTS), model_id: str = "lite-medsam"):
+    """Rows ``(case, target, slices, box fill (dsc, nsd), {variant: (dsc, nsd, seconds per slice)})`` for the
+    ``variants`` named."""
     model = load_model(model_id, None, "cpu", "auto")
     names = read_json(cohort / "labels.json", "labels map") if (cohort / "labels.json").is_file() else {}
     rows = []
@@ -53,7 +58,8 @@ def measure(cohort: Path, window: str, every: int, model_id: str = "lite-medsam"
         prompts = recist_from_labels(labels.array, every, 2, image.geometry.spacing[:2])
         targets = prompts.labels
         scores = {label: {} for label in targets}
-        for variant, refinement in VARIANTS.items():
+        for variant in variants:
+            refinement = VARIANTS[variant]
             with SegmentationSession(image.array, model, intensity) as session:  # fresh: every variant encodes
                 started = time.perf_counter()
                 results = session.segment(prompts, refinement=refinement)
@@ -83,11 +89,12 @@ def _line(row) -> str:
 
 
 def table(rows) -> str:
-    header = ["case", "target", "slices", "box fill"] + list(VARIANTS)
+    variants = list(rows[0][4])
+    header = ["case", "target", "slices", "box fill"] + variants
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += [_line(row) for row in rows]
     mean_fill = np.mean([row[3] for row in rows], axis=0)
-    means = {variant: np.mean([row[4][variant] for row in rows], axis=0) for variant in VARIANTS}
+    means = {variant: np.mean([row[4][variant] for row in rows], axis=0) for variant in variants}
     lines.append(_line(("**mean**", f"{len(rows)} targets", int(np.sum([row[2] for row in rows])), mean_fill, means)))
     return "\n".join(lines)
 
@@ -97,10 +104,12 @@ def main() -> None:
     parser.add_argument("cohort", type=Path)
     parser.add_argument("--window", default="auto", help="intensity, as for medsam-slicer segment (default auto)")
     parser.add_argument("--every", type=int, default=5, help="RECIST markers every K slices (default 5)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="the variants to run (default: all)")
     parser.add_argument("-o", "--output", type=Path, help="also write the table (Markdown) here")
     args = parser.parse_args()
     print("cells: DSC / NSD (2 mm) (seconds per slice, encoder included)")
-    text = table(measure(args.cohort, args.window, args.every))
+    text = table(measure(args.cohort, args.window, args.every, args.variants))
     print(text)
     if args.output is not None:
         args.output.write_text(text + "\n", encoding="utf-8")
