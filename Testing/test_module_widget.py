@@ -86,10 +86,12 @@ def settled(user, widget, volume, index, axis=2):
                    "the slice's embedding")
 
 
-def expected_slice(widget, volume, axis, index):
-    """What the engine gives for the target's prompts on one slice, computed apart from the widget."""
+def expected_slice(widget, volume, axis, index, target=None):
+    """What the engine gives for the target's prompts on one slice (by default the panel's segment's), computed
+    apart from the widget."""
     logic, p = widget.logic, widget._parameterNode
-    prompts = logic.promptSet(volume, logic.promptNodes(p.segmentationNode, p.segmentId), axis)
+    segmentation, segment = target or (p.segmentationNode, p.segmentId)
+    prompts = logic.promptSet(volume, logic.promptNodes(segmentation, segment), axis)
     mask, _ = logic.segmentSliceMask(logic.sessionReady(volume, widget.settings()), prompts, index, p.mode)
     return mask
 
@@ -171,6 +173,21 @@ def test_a_recist_line_is_segmented_once_both_points_are_placed_and_never_pops_u
     user.waitUntilIdle()
     assert user.dialogs.errors == [] and np.flatnonzero(segment_array(widget, volume).any(axis=(1, 2))).tolist() == [5]
 
+    expected = expected_slice(widget, volume, 2, 5)[5]  # from the RECIST pair alone
+    drawn = set(widget.promptNodes())
+    user.click("placeRecistButton")  # a third line, half drawn when Segment volume is pressed: it is not a prompt yet
+    [half] = set(widget.promptNodes()) - drawn
+    display = half.GetDisplayNode()
+    for x, y, placement in ((40.0, 40.0, slicer.vtkMRMLMarkupsNode.PositionDefined),
+                            (90.0, 75.0, slicer.vtkMRMLMarkupsNode.PositionPreview)):
+        event.SetWorldPosition(ras_of(volume, [x, y, 5]))
+        display.UpdateActiveControlPointWorld(-1, event, [1, 0, 0, 0, 1, 0, 0, 0, 1], red, "", placement)
+    assert half.GetNumberOfControlPoints() == 2 and half.GetNumberOfDefinedControlPoints() == 1
+    user.press("Ctrl+Shift+V")
+    user.waitUntilIdle()
+    assert user.dialogs.errors == []
+    np.testing.assert_array_equal(segment_array(widget, volume)[5], expected)
+
 
 @pytest.mark.slow
 def test_a_result_that_finishes_in_another_module_lands_where_it_was_started_for(user):
@@ -232,14 +249,32 @@ def test_a_job_running_when_the_scene_closes_writes_nothing_into_the_next_case(u
     draw_recist(user, volume, min(prompts.prompts, key=lambda p: abs(p.slice - 8)))
     user.waitUntilIdle()
     user.click("segmentVolumeButton")
+    job = widget._job.background
     user.closeScene()
+    assert job.cancelled  # at once: it stops within a slice instead of running on for a case that is gone
     phantom2, volume2, _ = phantom_case(user, slices=16, seed=2, name="second")
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     segment = segmentation.GetSegmentation().AddEmptySegment("", "lesion")
     user.waitUntil(lambda: widget._job is None, 60, "the cancelled job to end")
     user.processEvents(0.5)
     assert not slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment, volume2).any()
-    assert user.dialogs.errors == []
+    assert user.dialogs.errors == [] and user.ui.statusLabel.text == "Cancelled: nothing was written"
+
+
+@pytest.mark.slow
+def test_a_segment_volume_waiting_for_the_model_when_the_scene_closes_never_runs_in_the_next_case(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    assert widget._loading is not None  # the model loads for the placed prompt's slice...
+    user.click("segmentVolumeButton")  # ...and Segment volume waits for it
+    user.closeScene()
+    _, volume2, _ = phantom_case(user, seed=3, name="second")  # the next case, with no prompt yet
+    user.selectNode("inputVolumeSelector", volume2)
+    user.waitUntilIdle()
+    user.processEvents(0.5)
+    assert user.dialogs.errors == []  # no "no complete prompt" about a case the click was never for
+    assert slicer.mrmlScene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
 
 
 @pytest.mark.slow
@@ -288,10 +323,15 @@ def test_prompts_moved_during_a_job_are_segmented_after_it(user):
     moved = next(n for n in widget.promptNodes() if widget.logic.describePromptNode(volume, n)[0] == "5")
     user.drag("Red", moved, 0, ras_of(volume, [30.0, 30.0, 5]))  # while the job runs
     assert widget._job is not None and len(widget._requests) == 1
+    p = widget._parameterNode
+    first = (p.segmentationNode, p.segmentId)
+    other = p.segmentationNode.GetSegmentation().AddEmptySegment("", "other")
+    p.segmentId = other  # the panel shows another segment before the moved prompt's slice is served
     user.waitUntilIdle()
-    mask = segment_array(widget, volume)
-    np.testing.assert_array_equal(mask[5], expected_slice(widget, volume, 2, 5)[5])  # the moved prompt's result
+    mask = segment_array(widget, volume, first)
+    np.testing.assert_array_equal(mask[5], expected_slice(widget, volume, 2, 5, first)[5])  # the moved prompt's
     assert mask[[2, 3, 8, 9]].any(axis=(1, 2)).all()  # and the volume's
+    assert not segment_array(widget, volume, (first[0], other)).any()
 
 
 @pytest.mark.slow
@@ -330,6 +370,67 @@ def test_cancel_stops_the_running_job_within_a_slice_and_writes_nothing(user):
     assert job.progress[0] <= done_at_cancel + 2 < job.progress[1]  # stopped within a slice, far from the end
     assert user.ui.statusLabel.text == "Cancelled: nothing was written"
     np.testing.assert_array_equal(segment_array(widget, volume), before)
+
+
+@pytest.mark.slow
+def test_cancel_while_a_placed_prompts_slice_is_segmented_writes_nothing(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    user.waitUntil(lambda: widget._job is not None, 120, "the placed prompt's slice to be segmented")
+    assert not widget._job.asked  # one slice, which reports no progress to stop at: only the cancel flag stops it
+    user.click("cancelButton")
+    user.waitUntilIdle()
+    assert user.ui.statusLabel.text == "Cancelled: nothing was written"
+    assert not segment_array(widget, volume).any() and user.dialogs.errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("removed", ["segment", "segmentation"])
+def test_a_segment_or_segmentation_removed_while_its_job_runs_gets_nothing_and_no_error(user, removed):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
+    user.waitUntilIdle()
+    p = widget._parameterNode
+    segmentation, segment = p.segmentationNode, p.segmentId
+    user.click("segmentVolumeButton")
+    assert widget._job is not None
+    if removed == "segment":  # the user deletes it in the Data or Segmentations module meanwhile
+        segmentation.GetSegmentation().RemoveSegment(segment)
+    else:
+        slicer.mrmlScene.RemoveNode(segmentation)
+    user.waitUntilIdle()
+    assert user.dialogs.errors == []
+    assert user.ui.statusLabel.text == ("MedSAM's result was not written: its segment, segmentation or volume was "
+                                        "removed")
+    assert not widget.logic.canUndo(segmentation)  # no history of a write into what is gone
+    if removed == "segment":
+        assert segmentation.GetSegmentation().GetNumberOfSegments() == 0  # not made again by the write
+    else:
+        assert slicer.mrmlScene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+
+
+@pytest.mark.slow
+def test_a_prompt_dragged_on_a_slice_edited_by_hand_keeps_the_edit_unless_told_to_overwrite(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    user.paint(volume, np.s_[5, :, :50], erase=True)  # the radiologist erases part of slice 5
+    edited = segment_array(widget, volume)
+    moved = next(n for n in widget.promptNodes() if widget.logic.describePromptNode(volume, n)[0] == "5")
+    user.drag("Red", moved, 0, ras_of(volume, [30.0, 30.0, 5]))  # then moves a prompt on that slice
+    user.waitUntilIdle()
+    assert "1 slice(s) edited by hand kept as they were" in user.ui.statusLabel.text
+    np.testing.assert_array_equal(segment_array(widget, volume), edited)
+    user.tick("overwriteEditedCheckBox")
+    user.drag("Red", moved, 0, ras_of(volume, [31.0, 30.0, 5]))
+    user.waitUntilIdle()
+    after = segment_array(widget, volume)
+    np.testing.assert_array_equal(after[5], expected_slice(widget, volume, 2, 5)[5])
+    assert not np.array_equal(after[5], edited[5]) and user.dialogs.errors == []
 
 
 def test_a_reloaded_scene_keeps_its_segment(user):

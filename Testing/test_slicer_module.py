@@ -422,6 +422,15 @@ def test_a_segment_removed_and_made_again_under_its_id_is_not_taken_for_a_hand_e
     assert outcome.kept == [] and outcome.changed == [2, 3, 4]
 
 
+def test_undo_after_the_volume_was_removed_says_so_and_leaves_the_segment_as_it_is(logic):
+    volume, segmentation, target, mask = written_lesion(logic)
+    slicer.mrmlScene.RemoveNode(volume)
+    assert logic.undo(segmentation) == "Undone nothing: the segment or its volume has been removed"
+    assert not logic.canUndo(segmentation) and logic.redo(segmentation) == "Nothing to redo"
+    same_grid, _ = add_volume(GEOMETRIES["axis-aligned"])  # the removed volume's grid, to read the segment on
+    np.testing.assert_array_equal(segment_array(segmentation, target, same_grid), mask)
+
+
 def test_the_history_ends_with_the_scene(logic):
     volume, segmentation, target, mask = written_lesion(logic)
     ids = (volume.GetID(), segmentation.GetID())

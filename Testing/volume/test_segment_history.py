@@ -151,3 +151,19 @@ def test_the_history_is_bounded(steps):
         mask, _ = move(history, mask)
         undone += 1
     assert undone == min(steps, 50)
+
+
+def test_after_an_undo_medsam_may_write_again_where_the_undo_left_its_own_earlier_result():
+    history = SegmentHistory()
+    empty = np.zeros(SHAPE, dtype=bool)
+    first, _ = write(history, "seg", 2, empty, box(slice(1, 4)), [1, 2, 3])
+    second, _ = write(history, "seg", 2, first, box(slice(1, 4), columns=slice(2, 10)), [1, 2, 3])
+    back, _ = move(history, second)  # the slices hold MedSAM's first result again: MedSAM's, not a hand edit
+    again, outcome = write(history, "seg", 2, back, box(slice(1, 4), rows=slice(1, 8)), [1, 2, 3])
+    assert outcome.kept == [] and outcome.changed == [1, 2, 3]
+    np.testing.assert_array_equal(again, box(slice(1, 4), rows=slice(1, 8)))
+    back, _ = move(history, again)
+    nothing, _ = move(history, back)  # back to before MedSAM ever wrote: empty slices are nobody's edit either
+    np.testing.assert_array_equal(nothing, empty)
+    _, outcome = write(history, "seg", 2, nothing, box(slice(1, 4)), [1, 2, 3])
+    assert outcome.kept == [] and outcome.changed == [1, 2, 3]
