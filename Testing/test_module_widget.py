@@ -15,7 +15,7 @@ import pytest
 from MedSAMSlicerLib.evaluation.metrics import dice
 from MedSAMSlicerLib.files.sample_data import make_phantom, recist_prompts
 from MedSAMSlicerLib.models import quantization
-from slicer_harness import SlicerUser, install, ras_of
+from slicer_harness import IDENTITY_ORIENTATION, SlicerUser, install, ras_of
 
 MedSAMSlicer = install()
 import slicer  # noqa: E402
@@ -155,13 +155,13 @@ def test_a_recist_line_is_segmented_once_both_points_are_placed_and_never_pops_u
     event = slicer.vtkMRMLInteractionEventData()
     event.SetWorldPosition(ras_of(volume, [middle.long_axis[0][0], middle.long_axis[0][1], 5]))
     display, red = line.GetDisplayNode(), user.sliceNode("Red").GetID()
-    index = display.UpdateActiveControlPointWorld(-1, event, [1, 0, 0, 0, 1, 0, 0, 0, 1], red, "",
+    index = display.UpdateActiveControlPointWorld(-1, event, IDENTITY_ORIENTATION, red, "",
                                                   slicer.vtkMRMLMarkupsNode.PositionPreview)
-    display.UpdateActiveControlPointWorld(index, event, [1, 0, 0, 0, 1, 0, 0, 0, 1], red, "",
+    display.UpdateActiveControlPointWorld(index, event, IDENTITY_ORIENTATION, red, "",
                                           slicer.vtkMRMLMarkupsNode.PositionDefined)  # the first click
     for x in (20.0, 24.0, 28.0):  # the second point follows the mouse
         event.SetWorldPosition(ras_of(volume, [x, 18.0, 5]))
-        display.UpdateActiveControlPointWorld(-1, event, [1, 0, 0, 0, 1, 0, 0, 0, 1], red, "",
+        display.UpdateActiveControlPointWorld(-1, event, IDENTITY_ORIENTATION, red, "",
                                               slicer.vtkMRMLMarkupsNode.PositionPreview)
         user.processEvents(0.1)
     assert line.GetNumberOfControlPoints() == 2 and line.GetNumberOfDefinedControlPoints() == 1
@@ -178,10 +178,14 @@ def test_a_recist_line_is_segmented_once_both_points_are_placed_and_never_pops_u
     user.click("placeRecistButton")  # a third line, half drawn when Segment volume is pressed: it is not a prompt yet
     [half] = set(widget.promptNodes()) - drawn
     display = half.GetDisplayNode()
-    for x, y, placement in ((40.0, 40.0, slicer.vtkMRMLMarkupsNode.PositionDefined),
-                            (90.0, 75.0, slicer.vtkMRMLMarkupsNode.PositionPreview)):
-        event.SetWorldPosition(ras_of(volume, [x, y, 5]))
-        display.UpdateActiveControlPointWorld(-1, event, [1, 0, 0, 0, 1, 0, 0, 0, 1], red, "", placement)
+    event.SetWorldPosition(ras_of(volume, [40.0, 40.0, 5]))  # as above: a preview under the mouse, then the click
+    index = display.UpdateActiveControlPointWorld(-1, event, IDENTITY_ORIENTATION, red, "",
+                                                  slicer.vtkMRMLMarkupsNode.PositionPreview)
+    display.UpdateActiveControlPointWorld(index, event, IDENTITY_ORIENTATION, red, "",
+                                          slicer.vtkMRMLMarkupsNode.PositionDefined)
+    event.SetWorldPosition(ras_of(volume, [90.0, 75.0, 5]))  # and the second point follows the mouse
+    display.UpdateActiveControlPointWorld(-1, event, IDENTITY_ORIENTATION, red, "",
+                                          slicer.vtkMRMLMarkupsNode.PositionPreview)
     assert half.GetNumberOfControlPoints() == 2 and half.GetNumberOfDefinedControlPoints() == 1
     user.press("Ctrl+Shift+V")
     user.waitUntilIdle()
