@@ -779,8 +779,10 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.showStatus(f"Installation failed; the log is in {job.log_path}")
 
     def pollLoading(self):
+        """Adopt the session loaded in the background, once no job runs: adopting closes the current session, which
+        a running job may be using (a series opened, or the intensity changed, while MedSAM segments)."""
         job = self._loading
-        if not job.done:
+        if not job.done or self._job is not None:
             self.ui.cacheStatusLabel.text = "Loading the model and preparing the volume..."
             return
         self._loading, then, self._afterLoad = None, self._afterLoad, None
@@ -810,10 +812,12 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         current = self.currentSliceIndex()
         if current == self._lastSlice or self._loading is not None:
             return
+        settings = self.settings()
+        if (self._job is not None or self._requests) and not self.logic.sessionReady(p.inputVolume, settings):
+            return  # the panel's own session waits for what the user asked for, which may use the current one
         self._lastSlice = current
         if current is None:
             return
-        settings = self.settings()
         try:
             if self.sessionReady(p.inputVolume, settings):
                 self.logic.prefetchAround(p.inputVolume, settings, current, self.promptNodes())
@@ -1252,8 +1256,11 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self._session, self._sessionKey = session, key
 
     def _closeSession(self):
+        """Drop the session without waiting for its encoder (a ViT-B encode takes seconds on a CPU): this runs on the
+        main thread when the scene closes or the inputs change. A running job must not use it (the widget adopts
+        another session only when none runs)."""
         if self._session is not None:
-            self._session.close()
+            self._session.close(wait=False)
         self._session, self._sessionKey = None, None
 
     def close(self):
@@ -1274,25 +1281,28 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         return session is not None and session.source(axis).key(index, session.model.cache_id) in session.cache
 
     def prefetch(self, volumeNode, settings, axis, indices, priority=0):
-        return self.session(volumeNode, settings).prefetch(indices, axis, priority)
+        """Queue the embeddings of these slices that are not cached (nothing is handed back, so nothing is copied)."""
+        self.session(volumeNode, settings).warm(indices, axis, priority)
 
     def prefetchAround(self, volumeNode, settings, axisAndSlice, promptNodes, radius=5):
-        """Queue embeddings: the slice in view, then the annotated range, then outward (everything on a GPU)."""
+        """Queue embeddings: the slice in view, then the annotated range, then outward (everything on a GPU), no more
+        neighbours than fill half the cache (more would evict the slice in view and the annotated range). Runs at
+        each scroll step: cached slices cost a lookup each."""
         from MedSAMSlicerLib.prompts.geometry import slice_count
         axis, index = axisAndSlice
         session = self.session(volumeNode, settings)
         count = slice_count(session.shape, axis)
-        session.prefetch([index], axis, priority=0)
+        session.warm([index], axis, priority=0)
         try:
             keys = [p.slice for p in self.promptSet(volumeNode, promptNodes, axis).prompts]
         except MedSAMError:  # a prompt across slices: the range is known once it is fixed
             keys = []
         if keys:
-            session.prefetch(range(max(0, min(keys)), min(count, max(keys) + 1)), axis, priority=1)
-        reach = count if session.model.device.type == "cuda" else radius
+            session.warm(range(max(0, min(keys)), min(count, max(keys) + 1)), axis, priority=1)
+        reach = min(count if session.model.device.type == "cuda" else radius, session.cache.capacity // 4)
         neighbours = [i for d in range(1, reach + 1) for i in (index - d, index + d) if 0 <= i < count]
         for order, neighbour in enumerate(neighbours):
-            session.prefetch([neighbour], axis, priority=2 + order)
+            session.warm([neighbour], axis, priority=2 + order)
 
     def cacheStatus(self, volumeNode):
         if self._session is None or self._sessionKey[0] != volumeNode.GetID():

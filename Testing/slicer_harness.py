@@ -687,13 +687,17 @@ class SlicerUser:
 
     def quit(self):
         """Slicer closes: the widget is cleaned up, and what it left running on threads (a model load cannot be
-        stopped) is waited for, so that the next test's model load does not run beside it."""
+        stopped; an embedding worker ends after its current encode) is waited for, so that the next test's model load
+        does not run beside it."""
         widget, self.widget = self.widget, None
         if widget is not None:
             running = [work for work in (widget._loading, widget._job and widget._job.background) if work is not None]
+            session = widget.logic._session
             widget.cleanup()
             for work in running:
                 work.wait(600)
+            if session is not None:
+                session.worker._thread.join(600)
 
     def closeScene(self):
         """File > Close Scene: StartClose, every node but the singletons removed, EndClose."""

@@ -339,6 +339,54 @@ def test_prompts_moved_during_a_job_are_segmented_after_it(user):
 
 
 @pytest.mark.slow
+def test_a_job_keeps_its_session_when_another_series_loads_meanwhile(user):
+    phantom, volume, prompts = phantom_case(user)
+    _, series, _ = phantom_case(user, slices=6, seed=1, name="series")
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
+    user.waitUntilIdle()
+    p = widget._parameterNode
+    target = (p.segmentationNode, p.segmentId)
+    user.selectNode("inputVolumeSelector", series)  # a glance at another series: its session starts loading...
+    user.showSlice("Red", series, 2, 3)
+    user.waitUntil(lambda: widget._loading is not None, 60, "the other series' session to start loading")
+    user.selectNode("inputVolumeSelector", volume)  # ...and back, to segment this volume while it loads
+    user.showSlice("Red", volume, 2, 5)
+    p.segmentationNode, p.segmentId = target
+    user.click("segmentVolumeButton")
+    assert widget._job is not None and widget._loading is not None
+    user.waitUntilIdle()
+    assert user.dialogs.errors == [] and user.ui.statusLabel.text.startswith("MedSAM wrote ")
+    written = segment_array(widget, volume, target)
+    assert np.flatnonzero(written.any(axis=(1, 2))).tolist() == np.flatnonzero(phantom.truth.any(axis=(1, 2))).tolist()
+    assert dice(phantom.truth, written) >= 0.93
+
+
+@pytest.mark.slow
+def test_a_new_intensity_waits_for_the_job_and_the_moved_prompt_before_its_session_loads(user, monkeypatch):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
+    user.waitUntilIdle()
+    loads = []
+    real_load = widget.logic.loadSession
+    monkeypatch.setattr(widget.logic, "loadSession", lambda *args: loads.append(
+        (args[1].intensity, widget._job is not None or bool(widget._requests))) or real_load(*args))
+    user.click("segmentVolumeButton")
+    moved = next(n for n in widget.promptNodes() if widget.logic.describePromptNode(volume, n)[0] == "5")
+    user.drag("Red", moved, 0, ras_of(volume, [30.0, 30.0, 5]))  # while the job runs: a request for slice 5
+    user.choose("intensityComboBox", "auto")  # and another window tried meanwhile
+    user.showSlice("Red", volume, 2, 4)
+    user.waitUntilIdle()
+    # once, after the job and the request, which keep the session they started with: loading beside them would copy
+    # the volume and compete for the cores, and with a slow encoder the request and the panel would each load theirs
+    # in turn, for ever
+    assert loads == [("auto", False)]
+    assert widget.logic.sessionReady(volume, widget.settings()) is not None and user.dialogs.errors == []
+    assert segment_array(widget, volume)[[2, 3, 8, 9]].any(axis=(1, 2)).all()
+
+
+@pytest.mark.slow
 def test_segment_volume_clicked_while_a_placed_prompts_slice_is_segmented_runs_right_after_it(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
@@ -477,15 +525,29 @@ def test_nothing_proportional_to_the_volume_runs_on_the_main_thread_per_event(us
         real = getattr(slicer.util, name)
         monkeypatch.setattr(slicer.util, name,
                             lambda *a, real=real, name=name, **k: whole.append(name) or real(*a, **k))
+    copies, waits = [], []
+    cache = widget.logic.sessionReady(volume, widget.settings()).cache
+    real_get = cache.get
+    monkeypatch.setattr(cache, "get", lambda key: copies.append(threading.current_thread()) or real_get(key))
+    real_join = threading.Thread.join
+    monkeypatch.setattr(threading.Thread, "join", lambda thread, *a: waits.append((threading.current_thread(), thread))
+                        or real_join(thread, *a))
     for index in (3, 4, 5, 4):  # scrolling
         user.showSlice("Red", volume, 2, index)
         user.processEvents(0.15)
+    assert threading.main_thread() not in copies  # cached embeddings around the view are looked up, never copied
     line = widget.promptNodes()[0]
     user.drag("Red", line, 1, np.asarray(line.GetNthControlPointPositionWorld(1)) + [1.5, 0.0, 0.0])  # a prompt moved
     user.waitUntilIdle()
     assert whole == []  # the moved prompt's slice was read and written alone
     assert all(thread is not threading.main_thread() for thread in checks)
     assert other.GetSegmentation().GetNumberOfSegments() == 0
+    user.choose("intensityComboBox", "soft-tissue")  # a new session replaces the current one...
+    user.showSlice("Red", volume, 2, 5)
+    user.waitUntil(lambda: widget.logic.sessionReady(volume, widget.settings()) is not None, 120, "the new session")
+    user.closeScene()  # ...and closing the scene drops it: neither waits for an encode in progress
+    assert [thread for caller, thread in waits
+            if caller is threading.main_thread() and thread.name == "MedSAM embedding worker"] == []
 
 
 @pytest.mark.slow

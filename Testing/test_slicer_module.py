@@ -460,3 +460,29 @@ def test_a_volume_under_a_non_linear_transform_is_refused_with_the_way_out(logic
     volume.SetAndObserveTransformNodeID(warp.GetID())
     with pytest.raises(SettingsError, match="ct is under the non-linear transform warp: harden it first"):
         logic.volumeGeometry(volume)
+
+
+@pytest.mark.slow
+def test_background_caching_around_the_view_asks_for_no_more_than_half_the_cache_holds(logic):
+    """On a GPU every slice is worth caching, but a volume with more slices than the cache holds would evict the
+    slice in view and the annotated range with its farthest slices, over and over."""
+    import types
+
+    from MedSAMSlicerLib.volume.session_settings import SessionSettings
+
+    volume, _ = add_volume(GEOMETRIES["axis-aligned"], shape=(40, 30, 40))
+    settings = SessionSettings(device="cpu")
+    session = logic.session(volume, settings)
+    asked = []
+    session.warm = lambda indices, axis=2, priority=0, window=None: asked.extend(indices)  # what would be queued
+
+    def around(index):
+        asked.clear()
+        logic.prefetchAround(volume, settings, (2, index), [])
+        return asked[:]
+
+    assert around(20) == [20, 19, 21, 18, 22, 17, 23, 16, 24, 15, 25]  # on a CPU: the view and 5 slices each way
+    session.model = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"), cache_id=session.model.cache_id)
+    assert sorted(around(20)) == list(range(40))  # on a GPU: every slice, nearest first...
+    session.cache.max_bytes = 9 * session.cache.max_bytes // session.cache.capacity  # ...that the cache can hold
+    assert around(20) == [20, 19, 21, 18, 22]  # the view and 2 each way: half the capacity of 9 (rounded down)

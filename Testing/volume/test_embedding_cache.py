@@ -403,3 +403,13 @@ def test_concurrent_puts_and_gets_keep_the_budget_and_the_values(tmp_path):
     for path in tmp_path.iterdir():
         index = next(i for i in range(keys) if key(i).file_name == path.name)
         assert np.array_equal(restarted.get(key(index)), values[index])
+
+
+def test_capacity_is_the_number_of_embeddings_that_fit():
+    one = int(np.prod(EMBEDDING_SHAPE)) * 4
+    cache = EmbeddingCache(max_bytes=3 * one + 5)
+    assert cache.capacity == 3 and EmbeddingCache(max_bytes=3 * one, fp16=True).capacity == 6
+    keys = [EmbeddingKey("image", 2, index, "soft", "model") for index in range(4)]
+    for index, key in enumerate(keys):
+        cache.put(key, np.full(EMBEDDING_SHAPE, index, dtype=np.float32))
+    assert len(cache) == 3 and keys[0] not in cache  # one more than the capacity evicts the oldest

@@ -437,6 +437,37 @@ def test_an_encoder_returning_too_few_embeddings_fails_the_batch_instead_of_hang
         assert "returned 1 embeddings for 2 slices" in str(future.exception(TIMEOUT))
 
 
+def test_warm_queues_only_the_slices_not_cached_and_hands_out_no_copy(model, cache, make_worker, monkeypatch):
+    source = make_source()
+    cache.put(source.key(5, model.cache_id), embedding(55))
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    copies = []
+    real_get = cache.get
+    monkeypatch.setattr(cache, "get", lambda key: copies.append(key) or real_get(key))
+    assert worker.warm(source, [4, 5, 6], priority=1) is None
+    assert copies == []  # a scroll step asks for the slices around the view: the cached one is not copied
+    assert worker.queued == 2
+    model.release()
+    deadline = time.monotonic() + TIMEOUT
+    while worker.queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert model.order == [0, 4, 6]
+    assert np.array_equal(real_get(source.key(6, model.cache_id)), embedding(6))
+
+
+def test_warm_moves_a_queued_slice_up_as_request_does(model, make_worker):
+    source = make_source()
+    worker = make_worker()
+    start_blocked(worker, model, source, 0)
+    later = worker.request(source, [1, 2], priority=5)
+    worker.warm(source, [2], priority=0)
+    worker.warm(source, [1], priority=9)  # less urgent: stays where it is
+    model.release()
+    results(later)
+    assert model.order == [0, 2, 1]
+
+
 # --- decoding is never behind the worker, and closing ----------------------------------------------------
 
 def test_a_cached_embedding_is_available_while_the_worker_is_busy(model, cache, make_worker):
@@ -494,9 +525,50 @@ def test_close_cancels_the_queue_and_lets_the_running_batch_finish(model, make_w
     assert model.calls == [[0]]
 
 
+def test_close_without_waiting_returns_while_the_batch_runs_and_the_thread_ends_after_it(model, make_worker):
+    source = make_source()
+    worker = make_worker()
+    running = start_blocked(worker, model, source, 0)
+    queued = worker.request(source, [1, 2])
+    worker.close(wait=False)  # as a GUI closes a session: the encode in progress is not waited for
+    assert worker._thread.is_alive() and not running.done()
+    assert all(future.cancelled() for future in queued.values())
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.warm(source, [3])
+    model.release()
+    worker._thread.join(TIMEOUT)
+    assert not worker._thread.is_alive()
+    assert np.array_equal(running.result(0), embedding(0)) and model.calls == [[0]]
+
+
 def test_the_worker_is_a_context_manager(model):
     source = make_source()
     with EmbeddingWorker(model, EmbeddingCache()) as worker:
         value = worker.request(source, [4])[4].result(TIMEOUT)
     assert np.array_equal(value, embedding(4))
     assert not worker._thread.is_alive()
+
+
+@pytest.mark.slow
+def test_python_exits_cleanly_while_a_worker_closed_without_waiting_is_still_encoding(export_cache):
+    """A GUI closes workers without waiting; if the application then exits during their last encode, the native
+    runtime's threads must not be torn down mid-call (that aborts the process: 'terminate called ...')."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import numpy as np
+        from MedSAMSlicerLib.models.model_registry import load_model
+        from MedSAMSlicerLib.volume.embedding_cache import EmbeddingCache, image_identity
+        from MedSAMSlicerLib.volume.embedding_worker import EmbeddingWorker
+        from MedSAMSlicerLib.volume.slice_source import SliceSource
+        volume = np.random.default_rng(0).integers(0, 255, (6, 200, 200)).astype(np.uint8)
+        worker = EmbeddingWorker(load_model("lite-medsam", device="cpu"), EmbeddingCache())
+        futures = worker.request(SliceSource(volume, 2, image_identity(volume), "p"), range(6))
+        futures[0].result()  # the worker goes on with slice 1 at once
+        worker.close(wait=False)
+        print("closed while encoding:", not futures[1].done(), flush=True)
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "closed while encoding: True" in result.stdout

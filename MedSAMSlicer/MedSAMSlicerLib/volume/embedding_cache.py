@@ -67,6 +67,11 @@ class EmbeddingCache:
         self._disk_failed = False
 
     @property
+    def capacity(self) -> int:
+        """How many embeddings fit in memory: asking for more evicts the least recently used."""
+        return self.max_bytes // (int(np.prod(EMBEDDING_SHAPE)) * self.dtype.itemsize)
+
+    @property
     def nbytes(self) -> int:
         """Bytes held in memory (never above ``max_bytes``)."""
         return self._bytes

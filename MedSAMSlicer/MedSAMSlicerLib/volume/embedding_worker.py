@@ -7,11 +7,12 @@ cancellation takes effect before the next batch. Decoding never goes through thi
 prompt on a cached slice never waits behind queued encodes.
 """
 
+import atexit
 import heapq
 import itertools
 import threading
 from concurrent.futures import Future
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Set
 
 import numpy as np
 
@@ -20,6 +21,16 @@ from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .slice_source import SliceSource
 
 ProgressCallback = Callable[[int, int], None]  # (slices encoded, slices still queued)
+
+_closing: Set[threading.Thread] = set()  # threads of workers closed without waiting, until they end
+
+
+@atexit.register
+def _finish_closing_workers() -> None:
+    """Python exits only after the last batch of each worker closed without waiting: a native encoder (OpenVINO)
+    whose thread is torn down in the middle of a call aborts the whole process."""
+    for thread in list(_closing):
+        thread.join()
 
 
 class _Job:
@@ -57,27 +68,49 @@ class EmbeddingWorker:
         urgent."""
         futures: Dict[int, Future] = {}
         with self._condition:
-            if self._closed:
-                raise RuntimeError("the embedding worker is closed")
-            for index in indices:
-                index = int(index)
-                key = source.key(index, self.model.cache_id)
-                job = self._jobs.get(key)
-                if job is not None and job.future.cancelled():  # its caller gave up on it: start afresh
-                    self._drop(job)
-                    job = None
+            for index, key, job in self._lookups(source, indices):
                 if job is None:
                     cached = self.cache.get(key)
                     if cached is not None:
                         futures[index] = _done(cached)
                         continue
-                    job = self._jobs[key] = _Job(key, source, index)
-                    self._push(job, priority)
-                elif job.entry is not None and priority < job.entry[0]:
-                    self._push(job, priority)
-                futures[index] = job.future
+                futures[index] = self._queue(job, key, source, index, priority).future
             self._condition.notify()
         return futures
+
+    def warm(self, source: SliceSource, indices: Iterable[int], priority: float = 0) -> None:
+        """Queue the slices of ``indices`` that are not cached, handing nothing back. For callers that only prepare
+        (the slices around the one in view, asked for at each scroll step): a cached slice costs a lookup here, not
+        the copy of its embedding that ``request`` hands out."""
+        with self._condition:
+            for index, key, job in self._lookups(source, indices):
+                if job is not None or key not in self.cache:
+                    self._queue(job, key, source, index, priority)
+            self._condition.notify()
+
+    def _lookups(self, source: SliceSource, indices: Iterable[int]):
+        """``(index, key, live job or None)`` per slice asked for. Call with the lock held."""
+        if self._closed:
+            raise RuntimeError("the embedding worker is closed")
+        for index in indices:
+            index = int(index)
+            key = source.key(index, self.model.cache_id)
+            job = self._jobs.get(key)
+            if job is not None and job.future.cancelled():  # its caller gave up on it: start afresh
+                self._drop(job)
+                job = None
+            yield index, key, job
+
+    def _queue(self, job: Optional[_Job], key: EmbeddingKey, source: SliceSource, index: int,
+               priority: float) -> _Job:
+        """The slice's job, made and queued if there is none, moved up if ``priority`` is more urgent. Call with the
+        lock held."""
+        if job is None:
+            job = self._jobs[key] = _Job(key, source, index)
+            self._push(job, priority)
+        elif job.entry is not None and priority < job.entry[0]:
+            self._push(job, priority)
+        return job
 
     def prioritise(self, source: SliceSource, priorities: Dict[int, float]) -> None:
         """Give queued slices of ``source`` new priorities (slices not queued are ignored)."""
@@ -102,13 +135,17 @@ class EmbeddingWorker:
         with self._condition:
             return sum(1 for job in self._jobs.values() if job.entry is not None)
 
-    def close(self) -> None:
-        """Cancel what is queued, let the running batch finish, and stop the thread."""
+    def close(self, wait: bool = True) -> None:
+        """Cancel what is queued and stop the thread once the running batch is done; with ``wait``, return only then.
+        A GUI closes without waiting: a batch of ViT-B encodes takes seconds on a CPU, and nothing needs its end."""
         self.cancel()
+        if not wait:
+            _closing.add(self._thread)
         with self._condition:
             self._closed = True
             self._condition.notify_all()
-        self._thread.join()
+        if wait:
+            self._thread.join()
 
     def __enter__(self):
         return self
@@ -156,6 +193,7 @@ class EmbeddingWorker:
             batch = self._next_batch()
             if not batch:
                 if self._closed:
+                    _closing.discard(self._thread)
                     return
                 continue
             try:

@@ -68,6 +68,11 @@ class SegmentationSession:
         """Queue embeddings in the background; returns their futures."""
         return self.worker.request(self.source(axis, window), indices, priority)
 
+    def warm(self, indices: Sequence[int], axis: int = 2, priority: float = 0,
+             window: Optional[CropWindow] = None) -> None:
+        """Queue the embeddings not cached yet, handing nothing back (``EmbeddingWorker.warm``)."""
+        self.worker.warm(self.source(axis, window), indices, priority)
+
     def embedding(self, index: int, axis: int = 2, window: Optional[CropWindow] = None) -> np.ndarray:
         """The slice's (or its crop's) embedding: from the cache, else encoded ahead of everything queued."""
         return self.worker.request(self.source(axis, window), [index], priority=float("-inf"))[index].result()
@@ -160,9 +165,10 @@ class SegmentationSession:
             mask[slice_indexer(axis, index)] = self.segment_slice(index, boxes, axis, futures[index].result(), decoded)
         return mask
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the session's own worker (``EmbeddingWorker.close``); a worker passed in is its owner's to close."""
         if self._owns_worker:
-            self.worker.close()
+            self.worker.close(wait)
 
     def __enter__(self):
         return self
