@@ -42,11 +42,12 @@ INTENSITY_CHOICES = ["auto", "soft-tissue", "lung", "brain", "custom W/L", "perc
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 PROMPT_ATTRIBUTE = "MedSAMSlicer.Prompt"  # markups node attribute: "<segmentation id>/<segment id>"
 AXIS_ATTRIBUTE = "MedSAMSlicer.Axis"  # markups node attribute: the IJK axis of the slice view it was placed in
-#: the panel's buttons by keyboard while the module is shown (Slicer itself uses Ctrl+Shift+A, S, T and Space,
-#: and the Segment Editor Ctrl+Z and Ctrl+Y)
+#: the panel's buttons by keyboard while the module is shown. Slicer itself uses Ctrl+Shift+A, T and Space, and the
+#: embedded Segment Editor, whose keys are installed alongside, Z, Y, Ctrl+Z and its Redo key, Ctrl+Shift+Z on Linux
+#: and macOS: Qt fires neither of two shortcuts on the same key, so undo is Ctrl+Shift+U
 SHORTCUTS = {"placeRecistButton": "Ctrl+Shift+R", "placeBoxButton": "Ctrl+Shift+B",
              "segmentVolumeButton": "Ctrl+Shift+V", "segmentSliceButton": "Ctrl+Shift+L",
-             "undoButton": "Ctrl+Shift+Z", "redoButton": "Ctrl+Shift+Y"}
+             "undoButton": "Ctrl+Shift+U", "redoButton": "Ctrl+Shift+Y"}
 #: the Segment Editor's effects shown in the module's panel, for the hand edits a MedSAM result needs
 EDIT_EFFECTS = ["Paint", "Draw", "Erase", "Scissors", "Islands", "Smoothing"]
 AXIS_NAMES = {0: "I (sagittal)", 1: "J (coronal)", 2: "K (axial)"}
@@ -96,7 +97,7 @@ are still as MedSAM left them.</li>
 </ol>
 Keyboard, in the slice view you are working in (axial, coronal or sagittal): <b>Ctrl+Shift+R</b> places a
 RECIST line, <b>Ctrl+Shift+B</b> a box, <b>Ctrl+Shift+V</b> segments the volume, <b>Ctrl+Shift+L</b>
-the slice in view, <b>Ctrl+Shift+Z</b> and <b>Ctrl+Shift+Y</b> undo and redo MedSAM's results. A click on
+the slice in view, <b>Ctrl+Shift+U</b> and <b>Ctrl+Shift+Y</b> undo and redo MedSAM's results. A click on
 a prompt in the table shows its slice. <b>Advanced</b>: the model, device and intensity; <b>Mode</b>
 <i>refined</i> (default: each slice also segmented zoomed in on its box, which scored higher on real
 scans) or <i>published</i> (exactly the published MedSAM steps); <b>Precision</b> <i>fp32</i> (default)

@@ -202,7 +202,8 @@ class FakeSegmentEditorWidget(FakeWidget):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.editorNode, self.shortcutsInstalled, self.activeEffect, self.effectOrder = None, False, None, []
+        self.editorNode, self.activeEffect, self.effectOrder = None, None, []
+        self.shortcuts, self.keysPressed = [], []  # its live keyboard shortcuts; the keys that reached it
 
     def setMRMLSegmentEditorNode(self, node):
         self.editorNode = node
@@ -216,11 +217,26 @@ class FakeSegmentEditorWidget(FakeWidget):
     def setCurrentSegmentID(self, segmentId):
         self.editorNode.SetSelectedSegmentID(segmentId)
 
+    #: qMRMLSegmentEditorWidget::installKeyboardShortcuts, on Linux: effects 1-0 and Shift+1-0, Escape, Space, undo
+    #: (Z and QKeySequence::Undo, Ctrl+Z), redo (Y and QKeySequence::Redo, whose first binding is Ctrl+Shift+Z on Linux
+    #: and macOS), previous/next segment (Q W / * , . < >) and the intensity mask (I)
+    EDITOR_KEYS = ([str(n % 10) for n in range(1, 11)] + [f"Shift+{n % 10}" for n in range(1, 11)]
+                   + ["Esc", "Space", "Z", "Ctrl+Z", "Y", "Ctrl+Shift+Z", "Q", "W", "/", "*", ",", ".", ">", "<", "I"])
+
     def installKeyboardShortcuts(self, parent=None):
-        self.shortcutsInstalled = True
+        self.uninstallKeyboardShortcuts()
+        self.shortcuts = [_Shortcut(keys, parent or MAIN_WINDOW) for keys in self.EDITOR_KEYS]
+        for shortcut in self.shortcuts:
+            shortcut.connect("activated()", lambda keys=shortcut.keys: self.keysPressed.append(keys))
 
     def uninstallKeyboardShortcuts(self):
-        self.shortcutsInstalled = False
+        for shortcut in getattr(self, "shortcuts", []):
+            shortcut.setParent(None)
+        self.shortcuts = []
+
+    @property
+    def shortcutsInstalled(self):
+        return bool(self.shortcuts)
 
     def setActiveEffect(self, effect):
         self.activeEffect = effect
@@ -271,6 +287,7 @@ class EventLoop:
 
 
 EVENT_LOOP = EventLoop()
+MAIN_WINDOW = types.SimpleNamespace(objectName="qSlicerMainWindow")
 
 
 class _Timer:
@@ -299,11 +316,22 @@ class _Timer:
             slot()
 
 
+def key_sequence(keys):
+    """A key sequence's text as Qt reads it: modifiers in any order, letters in either case."""
+    *modifiers, key = keys.split("+") if keys != "+" else [keys]
+    order = ["Ctrl", "Shift", "Alt", "Meta"]
+    return "+".join(sorted((m.capitalize() for m in modifiers), key=order.index) + [key.upper()])
+
+
 class _Shortcut:
-    """An application shortcut: its keys, whether it is enabled, and its activated() slots (a user presses it)."""
+    """An application shortcut: its keys, whether it is enabled, and its activated() slots. It is live while it has a
+    parent (the main window); ``SlicerUser.press`` finds it among the live ones, as Qt does."""
+
+    live = weakref.WeakSet()
 
     def __init__(self, keys, parent=None):
-        self.keys, self.enabled, self.parent, self.slots = keys, True, parent, []
+        self.keys, self.enabled, self.parent, self.slots = key_sequence(keys), True, parent, []
+        _Shortcut.live.add(self)
 
     def connect(self, signal, slot):
         self.slots.append(slot)
@@ -311,10 +339,9 @@ class _Shortcut:
     def setParent(self, parent):
         self.parent = parent
 
-    def press(self):
-        if self.enabled:
-            for slot in self.slots:
-                slot()
+    def activate(self):
+        for slot in self.slots:
+            slot()
 
 
 class Dialogs:
@@ -395,7 +422,9 @@ class FakeApplication:
         return types.SimpleNamespace(module=lambda name: None)
 
     def topLevelWidgets(self):
-        return []  # no main window: slicer.util.mainWindow() is None, as in a test without one
+        """Slicer's main window (``slicer.util.mainWindow()`` finds it by name): the parent of application
+        shortcuts."""
+        return [MAIN_WINDOW]
 
     def applicationLogic(self):
         scene = slicer.mrmlScene
@@ -758,9 +787,18 @@ class SlicerUser:
         getattr(self.ui, buttonName).click()
 
     def press(self, keys):
+        """Keys pressed in the main window: the one live, enabled shortcut for them fires; where two or more are, Qt
+        fires none (activatedAmbiguously), and neither does this."""
         self.actions += 1
-        shortcut = {s.keys: s for s in self.widget._shortcuts}[keys]
-        shortcut.press()
+        matching = self.shortcutsFor(keys)
+        if len(matching) == 1:
+            matching[0].activate()
+
+    @staticmethod
+    def shortcutsFor(keys):
+        """The live, enabled shortcuts that these keys would reach."""
+        keys = key_sequence(keys)
+        return [s for s in _Shortcut.live if s.parent is not None and s.enabled and s.keys == keys]
 
     def choose(self, comboName, text):
         """Pick an item of a combo box: its text changes and the box says so."""

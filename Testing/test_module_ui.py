@@ -195,3 +195,14 @@ def test_the_main_path_comes_first_and_the_settings_wait_in_a_collapsed_section(
     assert collapsed and settings <= inside
     before_prompts = set().union(*(inside for name, _, inside in sections[:1]))
     assert not settings & before_prompts  # nothing to set before the first prompt button
+
+
+def test_each_buttons_tooltip_names_its_key(ui):
+    import ast
+
+    tree = ast.parse(MODULE_PATH.read_text())
+    shortcuts = next(ast.literal_eval(node.value) for node in tree.body
+                     if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SHORTCUTS")
+    by_name = {w.get("name"): w for w in ui.iter("widget")}
+    for name, keys in shortcuts.items():
+        assert _property(by_name[name], "toolTip").endswith(f"({keys})"), name
