@@ -269,7 +269,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setSegmentationNodeSelectorVisible(False)  # it edits the module's segment, chosen in Inputs
         editor.setSourceVolumeNodeSelectorVisible(False)
         editor.setEffectNameOrder(EDIT_EFFECTS)
-        editor.setUnorderedEffectsVisible(False)
+        editor.unorderedEffectsVisible = False  # a property: its setter is no slot, so Python cannot call it
 
         scene = slicer.mrmlScene
         self.addObserver(scene, scene.StartCloseEvent, self.onSceneStartClose)

@@ -198,11 +198,13 @@ class FakeTable(FakeWidget):
 
 
 class FakeSegmentEditorWidget(FakeWidget):
-    """qMRMLSegmentEditorWidget: its choices go to its real vtkMRMLSegmentEditorNode, as the widget's do."""
+    """qMRMLSegmentEditorWidget: its choices go to its real vtkMRMLSegmentEditorNode, as the widget's do. Its methods
+    are those Python can call: slots and Q_INVOKABLE methods of qMRMLSegmentEditorWidget.h; a property whose setter
+    is neither (``unorderedEffectsVisible``) is an attribute."""
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.editorNode, self.activeEffect, self.effectOrder = None, None, []
+        self.editorNode, self.activeEffect, self.effectOrder, self.unorderedEffectsVisible = None, None, [], True
         self.shortcuts, self.keysPressed = [], []  # its live keyboard shortcuts; the keys that reached it
 
     def setMRMLSegmentEditorNode(self, node):
@@ -249,9 +251,6 @@ class FakeSegmentEditorWidget(FakeWidget):
 
     def setEffectNameOrder(self, names):
         self.effectOrder = list(names)
-
-    def setUnorderedEffectsVisible(self, visible):
-        pass
 
     def setSegmentationNodeSelectorVisible(self, visible):
         pass
@@ -727,6 +726,8 @@ class SlicerUser:
                 work.wait(600)
             if session is not None:
                 session.worker._thread.join(600)
+        for shortcut in list(_Shortcut.live):  # the main window goes, and every shortcut on it
+            shortcut.setParent(None)
 
     def closeScene(self):
         """File > Close Scene: StartClose, every node but the singletons removed, EndClose."""

@@ -636,13 +636,22 @@ def test_hand_edits_in_the_embedded_segment_editor_survive_segmenting_again_and_
     assert not editor.shortcutsInstalled and editor.activeEffect is None
 
 
+def test_the_embedded_segment_editor_offers_the_hand_edit_effects_only(user):
+    user.openModule()
+    editor = user.ui.segmentEditorWidget
+    assert editor.effectOrder == MedSAMSlicer.EDIT_EFFECTS and not editor.unorderedEffectsVisible
+
+
 def test_each_key_of_the_panel_reaches_its_button_alone_beside_the_embedded_segment_editors_keys(user):
     """Qt fires neither of two shortcuts on the same key: a module key that the Segment Editor also binds (its Redo
     is Ctrl+Shift+Z on Linux and macOS) would do nothing."""
     widget = user.openModule()
-    assert user.ui.segmentEditorWidget.shortcutsInstalled
+    editor = user.ui.segmentEditorWidget
+    assert editor.shortcutsInstalled
     for shortcut in widget._shortcuts:
         assert user.shortcutsFor(shortcut.keys) == [shortcut]
+    user.press("Ctrl+Shift+Z")
+    assert editor.keysPressed == ["Ctrl+Shift+Z"]  # the editor's Redo works beside them
     user.selectModule("Data")  # the keys are other modules' while this one is not shown
     assert all(user.shortcutsFor(shortcut.keys) == [] for shortcut in widget._shortcuts)
 
