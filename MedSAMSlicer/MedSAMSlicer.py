@@ -234,6 +234,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._afterJob = None  # what the user asked for while a placed prompt's slice was being segmented
         self._requests = []  # SliceRequests waiting for the job to end, or for their slice's embedding
         self._measurement = None  # the running Measurement of the last result
+        self._grabbed = {}  # prompt node ID -> its placement when the user grabbed one of its points or handles
 
     # --- set-up, entering and leaving the module, closing the scene
 
@@ -340,6 +341,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self.ui.segmentEditorWidget.removeViewObservations()
         self._activeSliceNode = None
+        self._grabbed = {}
         self.ui.resultLabel.text = ""
         self.showStatus("")
 
@@ -539,6 +541,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Every Line and ROI node is observed (a prompt's tag may be set after it is added); the handlers act on
         the tagged ones. A point being placed follows the mouse (PointModifiedEvent) and is not segmented."""
         for event, method in ((slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPromptPointDefined),
+                              (slicer.vtkMRMLMarkupsNode.PointStartInteractionEvent, self.onPromptGrabbed),
                               (slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onPromptMoved),
                               (slicer.vtkMRMLMarkupsNode.PointRemovedEvent, self.onPromptPointsRemoved)):
             if not self.hasObserver(node, event, method):
@@ -569,9 +572,18 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 caller.SetAttribute(AXIS_ATTRIBUTE, str(current[0]))
         self.promptChanged(caller)
 
-    def onPromptMoved(self, caller, event):
-        """A drag of a point (or of a box's handles) ended."""
+    def onPromptGrabbed(self, caller, event):
+        """A point (or a box's handle) was grabbed: where the prompt is, to tell at its release whether it moved."""
         if caller.GetAttribute(PROMPT_ATTRIBUTE) is not None:
+            self._grabbed[caller.GetID()] = self.logic.promptPlacement(caller)
+
+    def onPromptMoved(self, caller, event):
+        """A drag of a point (or of a box's handles) ended. A click that moved nothing ends the same way, and
+        segments nothing: with Overwrite edited slices ticked it would replace a hand edit on that slice."""
+        if caller.GetAttribute(PROMPT_ATTRIBUTE) is None:
+            return
+        grabbed = self._grabbed.pop(caller.GetID(), None)
+        if grabbed is None or grabbed != self.logic.promptPlacement(caller):
             self.promptChanged(caller)
 
     def onPromptPointsRemoved(self, caller, event):
@@ -1137,6 +1149,15 @@ class MedSAMSlicerLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             node.SetAttribute(AXIS_ATTRIBUTE, str(axis))
         node.CreateDefaultDisplayNodes()
         return node
+
+    @staticmethod
+    def promptPlacement(node):
+        """Where a prompt node is in the world: its control points, and a box's size and orientation."""
+        placement = slicer.util.arrayFromMarkupsControlPoints(node, world=True).ravel().tolist()
+        if node.IsA("vtkMRMLMarkupsROINode"):
+            orientation = slicer.util.arrayFromVTKMatrix(node.GetObjectToWorldMatrix())
+            placement += list(node.GetSize()) + orientation.ravel().tolist()
+        return placement
 
     def promptAxis(self, volumeNode, node):
         """The IJK axis of the slice a prompt lies in: the view's it was placed in, else the axis along which its

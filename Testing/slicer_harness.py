@@ -889,6 +889,14 @@ class SlicerUser:
             node.SetNthControlPointPositionWorld(index, position)
         node.InvokeCustomModifiedEvent(slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent)
 
+    def clickPoint(self, view, node, index):
+        """A click on control point ``index`` that moves nothing: the markups widget grabs and releases it, with the
+        same interaction events as a drag."""
+        self.actions += 1
+        self.moveMouse(view, node.GetNthControlPointPositionWorld(index))
+        node.InvokeCustomModifiedEvent(slicer.vtkMRMLMarkupsNode.PointStartInteractionEvent)
+        node.InvokeCustomModifiedEvent(slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent)
+
     # hand edits, as the Segment Editor's effects make them
 
     def paint(self, volumeNode, region, erase=False):

@@ -478,6 +478,9 @@ def test_a_prompt_dragged_on_a_slice_edited_by_hand_keeps_the_edit_unless_told_t
     assert "1 slice(s) edited by hand kept as they were" in user.ui.statusLabel.text
     np.testing.assert_array_equal(segment_array(widget, volume), edited)
     user.tick("overwriteEditedCheckBox")
+    user.clickPoint("Red", moved, 1)  # a click on a point that moves nothing segments nothing, even now
+    user.waitUntilIdle()
+    np.testing.assert_array_equal(segment_array(widget, volume), edited)
     user.drag("Red", moved, 0, ras_of(volume, [31.0, 30.0, 5]))
     user.waitUntilIdle()
     after = segment_array(widget, volume)
