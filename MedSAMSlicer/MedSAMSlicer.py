@@ -229,12 +229,15 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._install = None  # the running dependency installation (CommandSequence)
         self._afterInstall = None  # what to do once it has succeeded
         self._loading = None  # the engine session (model, normalised volume) being built (BackgroundJob)
+        self._loadingFor = None  # (volume node ID, SessionSettings) of that session
+        self._failedLoad = None  # the same, of the last session that failed to load: not retried in the background
         self._afterLoad = None  # what to do once it is built
         self._job = None  # the running SegmentJob
         self._afterJob = None  # what the user asked for while a placed prompt's slice was being segmented
         self._requests = []  # SliceRequests waiting for the job to end, or for their slice's embedding
         self._measurement = None  # the running Measurement of the last result
         self._grabbed = {}  # prompt node ID -> its placement when the user grabbed one of its points or handles
+        self._polling = False  # onPoll is running (a dialog it shows runs Qt's event loop, whose timer calls it again)
 
     # --- set-up, entering and leaving the module, closing the scene
 
@@ -695,6 +698,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._afterLoad = then
         if self._loading is None:
             self._loading = self.logic.loadSession(volumeNode, settings)
+            self._loadingFor = (volumeNode.GetID(), settings)
         return False
 
     def startJob(self, target, settings, axis, overwriteEdited, asked, work):
@@ -750,7 +754,19 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- the poll: one small step per kind of background work, on the main thread
 
     def onPoll(self):
-        """Runs on the main thread every POLL_MSEC, whichever module is shown: nothing here grows with the volume."""
+        """Runs on the main thread every POLL_MSEC, whichever module is shown: nothing here grows with the volume. A
+        message box shown from here runs Qt's event loop until the user answers; the polls meanwhile are skipped, so
+        that nothing starts behind a dialog that has not been read yet (a failed load would be retried, and fail,
+        again)."""
+        if self._polling:
+            return
+        self._polling = True
+        try:
+            self.pollOnce()
+        finally:
+            self._polling = False
+
+    def pollOnce(self):
         if self._install is not None:
             self.pollInstall()
             return
@@ -803,11 +819,12 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.adoptSession(job)
         except Exception as error:  # a dialog for what the user asked for; the status line for background caching
             _logUnexpected(error, "Loading MedSAM")
+            self._requests, self._failedLoad = [], self._loadingFor
+            self.showStatus(f"MedSAM cannot start: {error}")
             if then is not None:
                 slicer.util.errorDisplay(f"MedSAM cannot start: {error}")
-            self.showStatus(f"MedSAM cannot start: {error}")
-            self._requests = []
             return
+        self._failedLoad = None
         self._lastSlice = None  # cache around the slice in view with the new session
         if then is not None:
             then()
@@ -826,8 +843,10 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if current == self._lastSlice or self._loading is not None:
             return
         settings = self.settings()
-        if (self._job is not None or self._requests) and not self.logic.sessionReady(p.inputVolume, settings):
-            return  # the panel's own session waits for what the user asked for, which may use the current one
+        if not self.logic.sessionReady(p.inputVolume, settings) and (
+                self._job is not None or self._requests or self._failedLoad == (p.inputVolume.GetID(), settings)):
+            return  # the panel's own session waits for what the user asked for, which may use the current one; one
+            # that failed is tried again when the user asks (it would fail at every scroll, copying the volume)
         self._lastSlice = current
         if current is None:
             return

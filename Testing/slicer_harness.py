@@ -344,7 +344,8 @@ class _Shortcut:
 
 
 class Dialogs:
-    """What the module showed in message boxes, and the answers a user gives to questions and file dialogs."""
+    """What the module showed in message boxes, and the answers a user gives to questions and file dialogs. A message
+    box is modal: Qt's event loop runs (its timers fire) until the user answers."""
 
     def __init__(self):
         self.errors, self.answer, self.savePath = [], True, ""
@@ -352,8 +353,10 @@ class Dialogs:
     def error(self, text, *args, **kwargs):
         logging.error(text)
         self.errors.append(text)
+        EVENT_LOOP.processEvents()
 
     def confirm(self, text, *args, **kwargs):
+        EVENT_LOOP.processEvents()
         return self.answer
 
 
@@ -811,6 +814,13 @@ class SlicerUser:
     def selectNode(self, selectorName, node):
         self.actions += 1
         getattr(self.ui, selectorName).setCurrentNode(node)
+
+    def typePath(self, pathEditName, path):
+        """Type a file's path into a ctkPathLineEdit."""
+        self.actions += 1
+        edit = getattr(self.ui, pathEditName)
+        edit.currentPath = str(path)
+        edit.emit("currentPathChanged(QString)", str(path))
 
     def tick(self, checkBoxName, checked=True):
         self.actions += 1

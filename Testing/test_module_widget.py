@@ -488,6 +488,56 @@ def test_a_prompt_dragged_on_a_slice_edited_by_hand_keeps_the_edit_unless_told_t
     assert not np.array_equal(after[5], edited[5]) and user.dialogs.errors == []
 
 
+@pytest.mark.slow
+def test_a_moved_prompt_waits_for_the_dialog_of_a_failed_job_to_be_read(user, monkeypatch):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_every_marker(user, volume, prompts)
+    user.waitUntilIdle()
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("not enough memory")
+
+    monkeypatch.setattr(widget.logic, "segmentMask", fails)
+    jobs, real_error = [], slicer.util.errorDisplay
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda *args: jobs.append(widget._job) or real_error(*args)
+                        or jobs.append(widget._job))  # the running job when the dialog opened, and when it closed
+    user.click("segmentVolumeButton")
+    moved = next(n for n in widget.promptNodes() if widget.logic.describePromptNode(volume, n)[0] == "5")
+    user.drag("Red", moved, 0, ras_of(volume, [30.0, 30.0, 5]))  # queued behind the job
+    user.waitUntilIdle()
+    assert user.dialogs.errors == ["MedSAM segmentation failed: not enough memory"]
+    assert jobs == [None, None]  # nothing started while the dialog was open...
+    np.testing.assert_array_equal(segment_array(widget, volume)[5], expected_slice(widget, volume, 2, 5)[5])  # ...after
+
+
+def test_a_model_that_cannot_load_says_so_once_and_nothing_starts_behind_the_dialog(user, tmp_path, monkeypatch):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    bad = tmp_path / "medsam_vit_b.pth"
+    bad.write_bytes(b"not a checkpoint")
+    user.choose("modelComboBox", "medsam-vit-b")
+    user.typePath("checkpointPathLineEdit", bad)
+    loads, seen = [], []
+    real_load, real_error = widget.logic.loadSession, slicer.util.errorDisplay
+    monkeypatch.setattr(widget.logic, "loadSession", lambda *args: loads.append(args) or real_load(*args))
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda *args: seen.append(len(loads)) or real_error(*args)
+                        or seen.append(len(loads)))  # how many loads had started when it opened, and when it closed
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))  # its slice waits for the model...
+    user.click("segmentVolumeButton")  # ...and so does the volume
+    user.waitUntilIdle()
+    assert len(user.dialogs.errors) == 1 and user.dialogs.errors[0].startswith("MedSAM cannot start: ")
+    assert user.ui.statusLabel.text == user.dialogs.errors[0]
+    assert seen == [1, 1]  # nothing was tried again behind the open dialog...
+    for index in (4, 3):
+        user.showSlice("Red", volume, 2, index)
+        user.processEvents(0.3)
+    assert len(loads) == 1  # ...nor at each scroll; what the user asks for tries again, and says so again
+    user.click("segmentVolumeButton")
+    user.waitUntilIdle()
+    assert len(loads) == 2 and len(user.dialogs.errors) == 2
+
+
 def test_a_reloaded_scene_keeps_its_segment(user):
     phantom, volume, _ = phantom_case(user)
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
