@@ -409,9 +409,11 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None:
             return
+        segmentation, segmentId = self.ui.segmentSelector.currentNode(), self.ui.segmentSelector.currentSegmentID()
+        if segmentation is None or segmentation.GetSegmentation().GetSegment(segmentId or "") is None:
+            segmentId = ""  # a segmentation without segments: the selector still holds the last one's ID
         with slicer.util.NodeModify(p):
-            p.segmentationNode = self.ui.segmentSelector.currentNode()
-            p.segmentId = self.ui.segmentSelector.currentSegmentID() or ""
+            p.segmentationNode, p.segmentId = segmentation, segmentId
             if p.segmentationNode and not p.segmentId:
                 p.segmentId = self.logic.ensureSegment(p.segmentationNode, p.inputVolume, "")
 

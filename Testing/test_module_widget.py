@@ -317,6 +317,25 @@ def test_each_prompt_keeps_the_axis_of_the_view_it_was_drawn_in(user):
 
 
 @pytest.mark.slow
+def test_a_prompt_drawn_after_choosing_an_empty_segmentation_is_segmented_there(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    user.waitUntilIdle()
+    p = widget._parameterNode
+    first, firstSegment = p.segmentationNode, p.segmentId
+    before = segment_array(widget, volume).copy()
+    empty = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    user.selectNode("segmentSelector", empty)  # its selector keeps the last segment's ID: it has none of its own
+    assert p.segmentationNode is empty and empty.GetSegmentation().GetSegment(p.segmentId).GetName() == "MedSAM"
+    user.showSlice("Red", volume, 2, 8)
+    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 8))
+    user.waitUntilIdle()
+    assert np.flatnonzero(segment_array(widget, volume).any(axis=(1, 2))).tolist() == [8]
+    np.testing.assert_array_equal(segment_array(widget, volume, (first, firstSegment)), before)
+
+
+@pytest.mark.slow
 def test_prompts_moved_during_a_job_are_segmented_after_it(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
