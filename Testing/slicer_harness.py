@@ -104,17 +104,29 @@ class FakeWidget:
 
 
 class FakeNodeComboBox(FakeWidget):
-    """qMRMLNodeComboBox: says when its node changes; shows none when its node leaves the scene."""
+    """qMRMLNodeComboBox: says when its node changes. When that node is about to leave the scene, the node that takes
+    its row is shown (the next of its class, else the previous; none when it was the only one): qMRMLSceneModel drops
+    the row at NodeAboutToBeRemoved and QComboBox moves to its neighbour. While the scene closes the model ignores
+    removals, and shows none once it has closed."""
 
     def __init__(self, *args):
         super().__init__(*args)
         self._node = None
-        self._sceneTag = slicer.mrmlScene.AddObserver(slicer.mrmlScene.NodeRemovedEvent, self._onNodeRemoved)
+        scene = slicer.mrmlScene
+        scene.AddObserver(scene.NodeAboutToBeRemovedEvent, self._onNodeAboutToBeRemoved)
+        scene.AddObserver(scene.EndCloseEvent, lambda *args: self.setCurrentNode(None))
+
+    def nodeClass(self):
+        return (self.property("nodeTypes") or ["vtkMRMLNode"])[0]
 
     @vtk.calldata_type(vtk.VTK_OBJECT)
-    def _onNodeRemoved(self, caller, event, node):
-        if node is not None and node is self._node:
-            self.setCurrentNode(None)
+    def _onNodeAboutToBeRemoved(self, caller, event, node):
+        if node is None or node is not self._node or caller.IsClosing():
+            return
+        nodes = list(slicer.util.getNodesByClass(self.nodeClass()))
+        index = nodes.index(node)
+        neighbours = nodes[index + 1:] + nodes[:index][::-1]
+        self.setCurrentNode(neighbours[0] if neighbours else None)
 
     def setCurrentNode(self, node):
         if node is not self._node:
@@ -133,6 +145,9 @@ class FakeSegmentSelector(FakeNodeComboBox):
     def __init__(self, *args):
         self._segment, self._observed = "", None
         super().__init__(*args)
+
+    def nodeClass(self):
+        return "vtkMRMLSegmentationNode"
 
     def setCurrentNode(self, node):
         if node is self._node:
@@ -395,6 +410,8 @@ def _load_ui(path):
     for widget in ElementTree.parse(path).iter("widget"):
         dynamic = {p.get("name"): p.find("string").text for p in widget.findall("property")
                    if p.get("stdset") == "0" and p.find("string") is not None}
+        dynamic.update({p.get("name"): [item.text for item in p.iter("string")]
+                        for p in widget.findall("property") if p.get("name") == "nodeTypes"})
         cls = WIDGET_CLASSES.get(widget.get("class"), FakeWidget)
         root.children[widget.get("name")] = cls(widget.get("name"), widget.get("class"), dynamic)
     return root

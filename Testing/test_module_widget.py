@@ -335,6 +335,19 @@ def test_a_prompt_drawn_after_choosing_an_empty_segmentation_is_segmented_there(
     np.testing.assert_array_equal(segment_array(widget, volume, (first, firstSegment)), before)
 
 
+def test_when_the_panels_segmentation_is_deleted_the_panel_moves_to_the_next_one_as_its_selector_does(user):
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    p = widget._parameterNode
+    first = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    user.selectNode("segmentSelector", first)
+    second = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    kept = second.GetSegmentation().AddEmptySegment("", "liver")
+    slicer.mrmlScene.RemoveNode(first)  # deleted in the Data module
+    assert p.segmentationNode is second and p.segmentId == kept  # its first segment, as the selector shows it
+    assert second.GetSegmentation().GetNumberOfSegments() == 1 and user.dialogs.errors == []
+
+
 @pytest.mark.slow
 def test_prompts_moved_during_a_job_are_segmented_after_it(user):
     phantom, volume, prompts = phantom_case(user)
