@@ -66,6 +66,19 @@ def draw_every_marker(user, volume, prompts):
         draw_recist(user, volume, prompt)
 
 
+def middle_pair(prompts):
+    """The RECIST pair on slice 5, the middle of the default phantom's lesion."""
+    return next(p for p in prompts.prompts if p.slice == 5)
+
+
+def the_middle_pair_drawn(user):
+    """A phantom case opened in the module with its middle RECIST pair drawn: (phantom, volume, prompts, widget)."""
+    phantom, volume, prompts = phantom_case(user)
+    widget = start(user, volume)
+    draw_recist(user, volume, middle_pair(prompts))
+    return phantom, volume, prompts, widget
+
+
 def ijk(x, y, index, axis=2):
     """The voxel of in-plane (x, y) on slice ``index`` along ``axis`` (the prompt file's convention)."""
     point = [0.0, 0.0, 0.0]
@@ -104,7 +117,7 @@ def test_one_recist_pair_gives_a_3d_result_in_a_new_segmentation(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
     assert not user.ui.segmentVolumeButton.enabled and user.ui.placeRecistButton.enabled
-    middle = next(p for p in prompts.prompts if p.slice == 5)
+    middle = middle_pair(prompts)
     draw_recist(user, volume, middle)
     p = widget._parameterNode
     assert p.segmentationNode.GetName() == "phantom MedSAM" and p.segmentId  # made with the first prompt
@@ -149,7 +162,7 @@ def test_a_recist_line_is_segmented_once_both_points_are_placed_and_never_pops_u
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
     settled(user, widget, volume, 5)  # the slice is cached: a prompt would be segmented at once
-    middle = next(p for p in prompts.prompts if p.slice == 5)
+    middle = middle_pair(prompts)
     user.click("placeRecistButton")
     line = widget.logic.promptNodes(widget._parameterNode.segmentationNode, widget._parameterNode.segmentId)[0]
     event = slicer.vtkMRMLInteractionEventData()
@@ -220,7 +233,7 @@ def test_a_result_that_finishes_in_another_module_lands_where_it_was_started_for
 def test_after_closing_the_scene_the_next_case_is_segmented(user):
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume)
-    middle = next(p for p in prompts.prompts if p.slice == 5)
+    middle = middle_pair(prompts)
     draw_recist(user, volume, middle)
     user.click("segmentVolumeButton")
     user.waitUntilIdle()
@@ -267,9 +280,7 @@ def test_a_job_running_when_the_scene_closes_writes_nothing_into_the_next_case(u
 
 @pytest.mark.slow
 def test_a_segment_volume_waiting_for_the_model_when_the_scene_closes_never_runs_in_the_next_case(user):
-    phantom, volume, prompts = phantom_case(user)
-    widget = start(user, volume)
-    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    phantom, volume, prompts, widget = the_middle_pair_drawn(user)
     assert widget._loading is not None  # the model loads for the placed prompt's slice...
     user.click("segmentVolumeButton")  # ...and Segment volume waits for it
     user.closeScene()
@@ -318,9 +329,7 @@ def test_each_prompt_keeps_the_axis_of_the_view_it_was_drawn_in(user):
 
 @pytest.mark.slow
 def test_a_prompt_drawn_after_choosing_an_empty_segmentation_is_segmented_there(user):
-    phantom, volume, prompts = phantom_case(user)
-    widget = start(user, volume)
-    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    phantom, volume, prompts, widget = the_middle_pair_drawn(user)
     user.waitUntilIdle()
     p = widget._parameterNode
     first, firstSegment = p.segmentationNode, p.segmentId
@@ -420,9 +429,7 @@ def test_a_new_intensity_waits_for_the_job_and_the_moved_prompt_before_its_sessi
 
 @pytest.mark.slow
 def test_segment_volume_clicked_while_a_placed_prompts_slice_is_segmented_runs_right_after_it(user):
-    phantom, volume, prompts = phantom_case(user)
-    widget = start(user, volume)
-    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    phantom, volume, prompts, widget = the_middle_pair_drawn(user)
     user.waitUntil(lambda: widget._job is not None, 120, "the placed prompt's slice to be segmented")
     assert not widget._job.asked and user.ui.segmentVolumeButton.enabled and not user.ui.undoButton.enabled
     user.click("segmentVolumeButton")  # the user's click right after the last point: never lost
@@ -458,9 +465,7 @@ def test_cancel_stops_the_running_job_within_a_slice_and_writes_nothing(user):
 
 @pytest.mark.slow
 def test_cancel_while_a_placed_prompts_slice_is_segmented_writes_nothing(user):
-    phantom, volume, prompts = phantom_case(user)
-    widget = start(user, volume)
-    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    phantom, volume, prompts, widget = the_middle_pair_drawn(user)
     user.waitUntil(lambda: widget._job is not None, 120, "the placed prompt's slice to be segmented")
     assert not widget._job.asked  # one slice, which reports no progress to stop at: only the cancel flag stops it
     user.click("cancelButton")
@@ -555,7 +560,7 @@ def test_a_model_that_cannot_load_says_so_once_and_nothing_starts_behind_the_dia
     monkeypatch.setattr(widget.logic, "loadSession", lambda *args: loads.append(args) or real_load(*args))
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda *args: seen.append(len(loads)) or real_error(*args)
                         or seen.append(len(loads)))  # how many loads had started when it opened, and when it closed
-    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))  # its slice waits for the model...
+    draw_recist(user, volume, middle_pair(prompts))  # its slice waits for the model...
     user.click("segmentVolumeButton")  # ...and so does the volume
     user.waitUntilIdle()
     assert len(user.dialogs.errors) == 1 and user.dialogs.errors[0].startswith("MedSAM cannot start: ")
@@ -583,9 +588,7 @@ def test_a_reloaded_scene_keeps_its_segment(user):
 
 @pytest.mark.slow
 def test_status_messages_stay_until_the_next_one(user):
-    phantom, volume, prompts = phantom_case(user)
-    start(user, volume)
-    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    phantom, volume, prompts, widget = the_middle_pair_drawn(user)
     user.waitUntilIdle()
     message = user.ui.statusLabel.text
     assert message.startswith("MedSAM wrote 1 slice(s) of 'MedSAM'")
@@ -600,7 +603,7 @@ def test_nothing_proportional_to_the_volume_runs_on_the_main_thread_per_event(us
     phantom, volume, prompts = phantom_case(user)
     widget = start(user, volume, intensity="auto")
     other = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    draw_recist(user, volume, middle_pair(prompts))
     user.waitUntilIdle()
     checks, whole = [], []
     real_check = intensity.looks_like_ct
@@ -649,7 +652,7 @@ def test_a_volume_under_a_transform_is_segmented_where_it_is_shown(user):
     matrix = slicer.util.arrayFromVTKMatrix(red.GetSliceToRAS())
     red.GetSliceToRAS().DeepCopy((rotation @ matrix).ravel())
     red.UpdateMatrices()
-    middle = next(p for p in prompts.prompts if p.slice == 5)
+    middle = middle_pair(prompts)
     for line in (middle.long_axis, middle.short_axis):  # the user draws on the lesion as shown, in world coordinates
         user.click("placeRecistButton")
         user.place("Red", [(rotation @ np.r_[ras_of(volume, [x, y, 5]), 1.0])[:3] for x, y in line])
@@ -665,9 +668,7 @@ def test_a_volume_under_a_transform_is_segmented_where_it_is_shown(user):
 
 @pytest.mark.slow
 def test_prompts_that_come_with_a_loaded_scene_are_live(user):
-    phantom, volume, prompts = phantom_case(user)
-    widget = start(user, volume)
-    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    phantom, volume, prompts, widget = the_middle_pair_drawn(user)
     user.waitUntilIdle()
     p = widget._parameterNode
     tag = f"{p.segmentationNode.GetID()}/{p.segmentId}"
@@ -921,9 +922,7 @@ def test_export_writes_a_dicom_seg_and_sr_for_a_volume_loaded_from_dicom(user, t
 
 @pytest.mark.slow
 def test_a_dicom_export_of_a_volume_not_loaded_from_dicom_says_why_and_writes_nothing(user, tmp_path):
-    phantom, volume, prompts = phantom_case(user)
-    start(user, volume)
-    draw_recist(user, volume, next(p for p in prompts.prompts if p.slice == 5))
+    phantom, volume, prompts, widget = the_middle_pair_drawn(user)
     user.waitUntilIdle()
     user.dialogs.savePath = str(tmp_path / "case.dcm")
     user.click("exportSegmentationButton")
