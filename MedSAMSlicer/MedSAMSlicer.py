@@ -344,7 +344,7 @@ class MedSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self.ui.segmentEditorWidget.removeViewObservations()
         self._activeSliceNode = None
-        self._grabbed = {}
+        self._grabbed, self._failedLoad = {}, None  # keyed by node IDs, which the next case reuses
         self.ui.resultLabel.text = ""
         self.showStatus("")
 
