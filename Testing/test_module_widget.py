@@ -418,12 +418,12 @@ def test_a_new_intensity_waits_for_the_job_and_the_moved_prompt_before_its_sessi
     user.drag("Red", moved, 0, ras_of(volume, [30.0, 30.0, 5]))  # while the job runs: a request for slice 5
     user.choose("intensityComboBox", "auto")  # and another window tried meanwhile
     user.showSlice("Red", volume, 2, 4)
-    user.waitUntilIdle()
+    user.waitUntilIdle()  # the job and the request are done; the new intensity's session loads at the next poll
+    user.waitUntil(lambda: widget.logic.sessionReady(volume, widget.settings()) is not None, 120, "the new session")
     # once, after the job and the request, which keep the session they started with: loading beside them would copy
     # the volume and compete for the cores, and with a slow encoder the request and the panel would each load theirs
     # in turn, for ever
-    assert loads == [("auto", False)]
-    assert widget.logic.sessionReady(volume, widget.settings()) is not None and user.dialogs.errors == []
+    assert loads == [("auto", False)] and user.dialogs.errors == []
     assert segment_array(widget, volume)[[2, 3, 8, 9]].any(axis=(1, 2)).all()
 
 
